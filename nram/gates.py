@@ -17,6 +17,7 @@ separate functions because their signatures differ.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 GATE_NAMES: tuple[str, ...] = (
@@ -33,7 +34,8 @@ GATE_ARITY: dict[str, int] = {
 FFT_MIN_SIZE = 128
 """From this many values on, ADD and SUB use the FFT (O(M log M)) instead of a gather (O(M^2))."""
 
-_CONSTANTS = {"zero": 0, "one": 1, "two": 2}
+GATE_CONSTANTS: dict[str, int] = {"zero": 0, "one": 1, "two": 2}
+"""The value each constant gate outputs (mod M)."""
 
 
 def check_gate_name(name: str) -> None:
@@ -50,28 +52,121 @@ def one_hot_value(value: int, batch_size: int, memory_size: int, *, dtype: torch
     return out
 
 
-def _difference_index(size: int, sign: int, device: torch.device) -> Tensor:
-    """``index[c, a] = (c - sign * a) mod size``: the circulant pattern of ADD (+1) and SUB (-1)."""
-    values = torch.arange(size, device=device)
-    return (values[:, None] - sign * values[None, :]) % size
-
-
-def _circular(a: Tensor, b: Tensor, sign: int) -> Tensor:
-    """``out[c] = sum_x a[x] b[(c - sign x) mod M]``: P(a + b = c) for sign=+1, P(b - a = c) for -1."""
+def _convolve(a: Tensor, b: Tensor) -> Tensor:
+    """``out[c] = sum_x a[x] b[(c - x) mod M]``: the distribution of A + B."""
     size = a.shape[-1]
     if size >= FFT_MIN_SIZE:
-        fa = torch.fft.rfft(a, dim=-1)
-        fb = torch.fft.rfft(b, dim=-1)
-        # Rounding can leave values of about -1e-7 where the exact answer is 0.
-        return torch.fft.irfft(fb * (fa if sign > 0 else fa.conj()), n=size, dim=-1).clamp_min(0.0)
-    circulant = b[:, _difference_index(size, sign, a.device)]  # [B, M(c), M(x)]
-    return torch.bmm(circulant, a.unsqueeze(-1)).squeeze(-1)
+        spectrum = torch.fft.rfft(a, dim=-1) * torch.fft.rfft(b, dim=-1)
+        return torch.fft.irfft(spectrum, n=size, dim=-1)
+    # b[(c - x) mod M] = windows[c + 1, M - 1 - x], windows a strided view of [b, b].
+    windows = torch.cat([b, b], dim=-1).unfold(-1, size, 1)[:, 1:]
+    return torch.bmm(windows, torch.flip(a, dims=(-1,)).unsqueeze(-1)).squeeze(-1)
+
+
+def _correlate(a: Tensor, b: Tensor) -> Tensor:
+    """``out[c] = sum_x a[x] b[(c + x) mod M]``: the distribution of B - A."""
+    size = a.shape[-1]
+    if size >= FFT_MIN_SIZE:
+        spectrum = torch.fft.rfft(a, dim=-1).conj() * torch.fft.rfft(b, dim=-1)
+        return torch.fft.irfft(spectrum, n=size, dim=-1)
+    windows = torch.cat([b, b], dim=-1).unfold(-1, size, 1)[:, :size]
+    return torch.bmm(windows, a.unsqueeze(-1)).squeeze(-1)
+
+
+def _nonnegative(x: Tensor) -> Tensor:
+    """FFT rounding leaves values of about -1e-7 where the exact probability is 0: clamp them."""
+    return x.clamp_min(0.0) if x.shape[-1] >= FFT_MIN_SIZE else x
 
 
 def _bernoulli(p_true: Tensor, memory_size: int) -> Tensor:
     """A distribution on {0, 1} with ``P(1) = p_true``, padded with zeros to ``[B, M]``."""
-    padding = p_true.new_zeros(p_true.shape[0], memory_size - 2)
-    return torch.cat([(1.0 - p_true)[:, None], p_true[:, None], padding], dim=-1)
+    return F.pad(torch.stack([1.0 - p_true, p_true], dim=-1), (0, memory_size - 2))
+
+
+def _reverse_cumsum(x: Tensor) -> Tensor:
+    """``out[c] = sum_{y >= c} x[y]`` (a survival function when x is a distribution)."""
+    return x.sum(-1, keepdim=True) - torch.cumsum(x, dim=-1) + x
+
+
+def _shift_down(x: Tensor) -> Tensor:
+    """``out[c] = x[c + 1]``, with 0 past the end."""
+    return F.pad(x[:, 1:], (0, 1))
+
+
+def _shift_up(x: Tensor) -> Tensor:
+    """``out[c] = x[c - 1]``, with 0 before the start."""
+    return F.pad(x[:, :-1], (1, 0))
+
+
+def _lt(a: Tensor, b: Tensor) -> Tensor:
+    # P(A < B) = sum_y B[y] P(A < y)
+    return _bernoulli((b * (torch.cumsum(a, dim=-1) - a)).sum(-1), a.shape[-1])
+
+
+def _le(a: Tensor, b: Tensor) -> Tensor:
+    return _bernoulli((b * torch.cumsum(a, dim=-1)).sum(-1), a.shape[-1])
+
+
+def _eq(a: Tensor, b: Tensor) -> Tensor:
+    return _bernoulli((a * b).sum(-1), a.shape[-1])
+
+
+def _min(a: Tensor, b: Tensor) -> Tensor:
+    # U(c) = P(A >= c) P(B >= c);  P(min = c) = U(c) - U(c + 1).
+    both_at_least = _reverse_cumsum(a) * _reverse_cumsum(b)
+    return both_at_least - _shift_down(both_at_least)
+
+
+def _max(a: Tensor, b: Tensor) -> Tensor:
+    # V(c) = P(A <= c) P(B <= c);  P(max = c) = V(c) - V(c - 1).
+    both_at_most = torch.cumsum(a, dim=-1) * torch.cumsum(b, dim=-1)
+    return both_at_most - _shift_up(both_at_most)
+
+
+GATE_FUNCTIONS = {  # (a [B, M], b [B, M] | None) -> output distribution [B, M]
+    "inc": lambda a, b: torch.roll(a, shifts=1, dims=-1),
+    "dec": lambda a, b: torch.roll(a, shifts=-1, dims=-1),
+    "add": lambda a, b: _nonnegative(_convolve(a, b)),
+    "sub": lambda a, b: _nonnegative(_correlate(b, a)),
+    "lt": _lt,
+    "le": _le,
+    "eq": _eq,
+    "min": _min,
+    "max": _max,
+}
+"""Forward functions of the unary and binary gates."""
+
+
+def _bit_gradient(grad: Tensor) -> Tensor:
+    """d loss / d P(1) for an output ``[1 - p, p, 0, ...]``: ``grad[:, 1] - grad[:, 0]``, as ``[B, 1]``."""
+    return (grad[:, 1] - grad[:, 0])[:, None]
+
+
+def _min_gradient(a: Tensor, b: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
+    grad_both = grad - _shift_up(grad)
+    return (torch.cumsum(grad_both * _reverse_cumsum(b), dim=-1),
+            torch.cumsum(grad_both * _reverse_cumsum(a), dim=-1))
+
+
+def _max_gradient(a: Tensor, b: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
+    grad_both = grad - _shift_down(grad)
+    return (_reverse_cumsum(grad_both * torch.cumsum(b, dim=-1)),
+            _reverse_cumsum(grad_both * torch.cumsum(a, dim=-1)))
+
+
+GATE_GRADIENTS = {  # (a, b, d loss / d output) -> (d loss / d a, d loss / d b or None), all [B, M]
+    "inc": lambda a, b, g: (torch.roll(g, shifts=-1, dims=-1), None),
+    "dec": lambda a, b, g: (torch.roll(g, shifts=1, dims=-1), None),
+    "add": lambda a, b, g: (_correlate(b, g), _correlate(a, g)),
+    "sub": lambda a, b, g: (_convolve(g, b), _correlate(g, a)),
+    "lt": lambda a, b, g: (_bit_gradient(g) * (_reverse_cumsum(b) - b),
+                           _bit_gradient(g) * (torch.cumsum(a, dim=-1) - a)),
+    "le": lambda a, b, g: (_bit_gradient(g) * _reverse_cumsum(b), _bit_gradient(g) * torch.cumsum(a, dim=-1)),
+    "eq": lambda a, b, g: (_bit_gradient(g) * b, _bit_gradient(g) * a),
+    "min": _min_gradient,
+    "max": _max_gradient,
+}
+"""Vector-Jacobian products of :data:`GATE_FUNCTIONS`, for the machine's hand-written backward."""
 
 
 def apply_gate(name: str, a: Tensor | None = None, b: Tensor | None = None, *,
@@ -85,15 +180,15 @@ def apply_gate(name: str, a: Tensor | None = None, b: Tensor | None = None, *,
     check_gate_name(name)
     if name in ("read", "write"):
         raise ValueError(f"gate {name!r} touches memory: call nram.gates.{name}() instead")
-    if name in _CONSTANTS:
+    if name in GATE_CONSTANTS:
         reference = a if a is not None else b
         if reference is not None:
             batch_size, memory_size = reference.shape
-            return one_hot_value(_CONSTANTS[name], batch_size, memory_size,
+            return one_hot_value(GATE_CONSTANTS[name], batch_size, memory_size,
                                  dtype=reference.dtype, device=reference.device)
         if batch_size is None or memory_size is None:
             raise ValueError(f"constant gate {name!r} needs an input or batch_size and memory_size")
-        return one_hot_value(_CONSTANTS[name], batch_size, memory_size)
+        return one_hot_value(GATE_CONSTANTS[name], batch_size, memory_size)
     if a is None or (GATE_ARITY[name] == 2 and b is None):
         raise ValueError(f"gate {name!r} takes {GATE_ARITY[name]} input(s)")
     _check_distribution_shape(a, "a")
@@ -101,7 +196,7 @@ def apply_gate(name: str, a: Tensor | None = None, b: Tensor | None = None, *,
         _check_distribution_shape(b, "b")
         if b.shape != a.shape:
             raise ValueError(f"gate {name!r}: inputs have shapes {tuple(a.shape)} and {tuple(b.shape)}")
-    return _GATE_FUNCTIONS[name](a, b)
+    return GATE_FUNCTIONS[name](a, b)
 
 
 def _check_distribution_shape(x: Tensor, what: str) -> None:
@@ -109,48 +204,6 @@ def _check_distribution_shape(x: Tensor, what: str) -> None:
         raise ValueError(f"gate input {what} must be [batch, M], got shape {tuple(x.shape)}")
     if x.shape[-1] < 2:
         raise ValueError(f"gate input {what} has M = {x.shape[-1]} values; M must be >= 2")
-
-
-def _lt(a: Tensor, b: Tensor) -> Tensor:
-    below = torch.cumsum(a, dim=-1) - a  # below[x] = P(A < x)
-    return _bernoulli((b * below).sum(-1), a.shape[-1])
-
-
-def _le(a: Tensor, b: Tensor) -> Tensor:
-    return _bernoulli((b * torch.cumsum(a, dim=-1)).sum(-1), a.shape[-1])
-
-
-def _eq(a: Tensor, b: Tensor) -> Tensor:
-    return _bernoulli((a * b).sum(-1), a.shape[-1])
-
-
-def _min(a: Tensor, b: Tensor) -> Tensor:
-    # survival[x] = P(X >= x); P(min = x) = S(x) - S(x + 1) with S(M) = 0.
-    both_at_least = _survival(a) * _survival(b)
-    return both_at_least - torch.nn.functional.pad(both_at_least[:, 1:], (0, 1))
-
-
-def _max(a: Tensor, b: Tensor) -> Tensor:
-    # P(max = x) = F(x) - F(x - 1) with F(-1) = 0.
-    both_at_most = torch.cumsum(a, dim=-1) * torch.cumsum(b, dim=-1)
-    return both_at_most - torch.nn.functional.pad(both_at_most[:, :-1], (1, 0))
-
-
-def _survival(x: Tensor) -> Tensor:
-    return torch.flip(torch.cumsum(torch.flip(x, dims=(-1,)), dim=-1), dims=(-1,))
-
-
-_GATE_FUNCTIONS = {
-    "inc": lambda a, b: torch.roll(a, shifts=1, dims=-1),
-    "dec": lambda a, b: torch.roll(a, shifts=-1, dims=-1),
-    "add": lambda a, b: _circular(a, b, sign=+1),
-    "sub": lambda a, b: _circular(b, a, sign=-1),
-    "lt": _lt,
-    "le": _le,
-    "eq": _eq,
-    "min": _min,
-    "max": _max,
-}
 
 
 def read(memory: Tensor, address: Tensor) -> Tensor:

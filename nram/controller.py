@@ -1,0 +1,86 @@
+"""Controllers: the trainable part of the machine.
+
+A controller sees only ``P(r_i = 0)`` for each register (``[B, R]``) and its own recurrent
+state, and emits every choice logit plus the stop logit (``[B, num_logits]``, laid out by
+:class:`nram.circuit.CircuitLayout`). Nothing in it depends on the memory size M, so weights
+trained at M = 8 run unchanged at M = 64.
+
+Every controller has ``initial_state(batch_size, device)``, ``features(inputs, state) ->
+(hidden [B, H], state)`` and a linear ``readout`` from hidden to logits; ``forward`` is the
+two together. The machine uses them apart to rearrange the read-out once per rollout
+(:func:`nram.circuit.padded_readout`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+CONTROLLER_KINDS = ("mlp", "lstm")
+
+
+class MLPController(nn.Module):
+    """A feed-forward controller: ``inputs -> [Linear, ReLU] x layers -> Linear -> logits``.
+
+    It has no memory of its own beyond the registers (the paper's feed-forward variant).
+    """
+
+    def __init__(self, input_size: int, output_size: int, hidden_size: int = 64, num_layers: int = 2):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = input_size
+        for _ in range(num_layers):
+            layers += [nn.Linear(width, hidden_size), nn.ReLU()]
+            width = hidden_size
+        self.body = nn.Sequential(*layers)
+        self.readout = nn.Linear(width, output_size)
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> None:
+        """A feed-forward controller carries no state."""
+        return None
+
+    def features(self, inputs: Tensor, state: None = None) -> tuple[Tensor, None]:
+        """inputs ``[B, R]`` -> (last hidden layer ``[B, H]``, None)."""
+        return self.body(inputs), None
+
+    def forward(self, inputs: Tensor, state: None = None) -> tuple[Tensor, None]:
+        """inputs ``[B, R]`` -> (logits ``[B, num_logits]``, None)."""
+        return self.readout(self.body(inputs)), None
+
+
+class LSTMController(nn.Module):
+    """A recurrent controller: an LSTM cell over the register flags, then a linear read-out."""
+
+    def __init__(self, input_size: int, output_size: int, hidden_size: int = 64):
+        super().__init__()
+        self.cell = nn.LSTMCell(input_size, hidden_size)
+        self.readout = nn.Linear(hidden_size, output_size)
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+        """Zero hidden and cell states, each ``[B, hidden_size]``."""
+        weight = self.readout.weight
+        zeros = torch.zeros(batch_size, self.cell.hidden_size, dtype=weight.dtype,
+                            device=device if device is not None else weight.device)
+        return zeros, zeros.clone()
+
+    def features(self, inputs: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """inputs ``[B, R]``, state ``(h, c)`` -> (h ``[B, H]``, new state)."""
+        h, c = self.cell(inputs, state)
+        return h, (h, c)
+
+    def forward(self, inputs: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """inputs ``[B, R]``, state ``(h, c)`` -> (logits ``[B, num_logits]``, new state)."""
+        h, state = self.features(inputs, state)
+        return self.readout(h), state
+
+
+def make_controller(kind: str, input_size: int, output_size: int, hidden_size: int = 64,
+                    **options: Any) -> nn.Module:
+    """Build a controller of the given kind (see :data:`CONTROLLER_KINDS`)."""
+    if kind == "mlp":
+        return MLPController(input_size, output_size, hidden_size, **options)
+    if kind == "lstm":
+        return LSTMController(input_size, output_size, hidden_size, **options)
+    raise ValueError(f"unknown controller {kind!r}; valid controllers are {', '.join(CONTROLLER_KINDS)}")

@@ -1,0 +1,177 @@
+"""The NRAM: controller + machine unrolled for T steps, its stop distribution and its loss.
+
+At every timestep t the controller reads ``P(r_i = 0)``, emits choice logits and a stop logit;
+the choices run one machine step (:func:`nram.machine.machine_step`) and ``f_t =
+sigmoid(stop logit)`` is the probability of stopping after it. The output memory is the
+mixture of the memories after each step, weighted by
+
+    p_t = f_t prod_{i<t} (1 - f_i)  for t < T,     p_T = 1 - sum_{t<T} p_t,
+
+and the loss is ``-sum_t p_t sum_{i in mask} log clamp(memories[t, i, target_i], eps)``,
+averaged over the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nram.circuit import CircuitLayout, padded_readout, split_padded_logits
+from nram.controller import make_controller
+from nram.gates import GATE_NAMES
+from nram.machine import MachineState, constant_values, initial_state, machine_step
+
+
+@dataclass
+class MachineConfig:
+    """Everything that fixes an NRAM's architecture (but not its memory size)."""
+
+    num_registers: int = 4
+    """R, the number of registers the controller can see and write."""
+    gates: tuple[str, ...] = GATE_NAMES
+    """The gates, a subset of GATE_NAMES in paper order."""
+    controller: str = "mlp"
+    """Controller kind: "mlp" (2 hidden ReLU layers) or "lstm"."""
+    hidden_size: int = 64
+    """Width of the controller's hidden layers."""
+    controller_options: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for the controller (e.g. num_layers for "mlp")."""
+
+    def __post_init__(self) -> None:
+        self.gates = tuple(self.gates)
+        if self.hidden_size < 1:
+            raise ValueError(f"hidden_size must be >= 1, got {self.hidden_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain Python types (gates as a list), e.g. for a checkpoint."""
+        out = asdict(self)
+        out["gates"] = list(self.gates)
+        return out
+
+
+class Rollout(NamedTuple):
+    """A soft run: memories after each step ``[T, B, M, M]``, stop probabilities ``p_t`` ``[T, B]``,
+    and, when asked for, the mean entropy of the controller's choices at each step ``[T, B]``."""
+
+    memories: Tensor
+    stop_probs: Tensor
+    choice_entropy: Tensor | None = None
+
+    def output_memory(self) -> Tensor:
+        """The distribution of the memory the machine stops with: ``sum_t p_t memories[t]``, ``[B, M, M]``."""
+        return torch.einsum("tb,tbij->bij", self.stop_probs, self.memories)
+
+
+def stop_distribution(stop_logits: Tensor) -> Tensor:
+    """``p_t = f_t prod_{i<t}(1 - f_i)`` for t < T and ``p_T = 1 - sum_{t<T} p_t``.
+
+    stop_logits ``[T, B]`` (``f_t = sigmoid(logit)``; the last one is unused) -> ``[T, B]``.
+    Computed in log space; ``p_T`` as ``prod_{i<T}(1 - f_i)``, which equals ``1 - sum_{t<T} p_t``.
+    """
+    log_continue = F.logsigmoid(-stop_logits)
+    survived = torch.cumsum(log_continue, dim=0) - log_continue  # log prod_{i<t}(1 - f_i)
+    log_p = survived + F.logsigmoid(stop_logits)
+    log_p = torch.cat([log_p[:-1], survived[-1:]], dim=0)
+    return log_p.exp()
+
+
+def rollout_loss(rollout: Rollout, target: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
+    """Expected negative log-likelihood of the target cells, averaged over the batch.
+
+    target ``LongTensor[B, M]``, mask ``BoolTensor[B, M]`` (scored cells). Returns a scalar:
+    ``mean_b -sum_t p_t sum_{i in mask} log clamp(memories[t, b, i, target_i], eps)``.
+    """
+    steps = rollout.memories.shape[0]
+    index = target[None, :, :, None].expand(steps, -1, -1, 1)
+    likelihood = rollout.memories.gather(-1, index).squeeze(-1)  # [T, B, M]
+    cell_nll = -torch.log(likelihood.clamp_min(eps)) * mask
+    return (rollout.stop_probs * cell_nll.sum(-1)).sum(0).mean()
+
+
+class NRAM(nn.Module):
+    """A Neural Random-Access Machine with a given :class:`MachineConfig`.
+
+    ``forward(memory0, steps)`` unrolls the soft machine; the same weights run at any memory size.
+    """
+
+    def __init__(self, config: MachineConfig | None = None):
+        super().__init__()
+        self.config = config if config is not None else MachineConfig()
+        self.layout = CircuitLayout(self.config.num_registers, self.config.gates)
+        self.controller = make_controller(self.config.controller, self.config.num_registers,
+                                          self.layout.num_logits, self.config.hidden_size,
+                                          **self.config.controller_options)
+        self.register_buffer("padding_index", self.layout.padding_index(), persistent=False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating-point type of the controller's parameters (and of the soft machine)."""
+        return next(self.parameters()).dtype
+
+    def check_memory(self, memory0: Tensor, steps: int, integer: bool | None = None) -> None:
+        """Raise ``ValueError`` unless memory0 is ``[B, M]`` integer cells in 0..M-1 (or, unless
+        ``integer``, ``[B, M, M]`` distributions), with M >= 2, and steps >= 1."""
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        is_integer = not memory0.dtype.is_floating_point
+        if integer and not is_integer:
+            raise ValueError(f"memory0 must hold integer cells [B, M], got dtype {memory0.dtype}")
+        if is_integer and memory0.dim() != 2:
+            raise ValueError(f"integer memory0 must be [batch, M], got shape {tuple(memory0.shape)}")
+        if not is_integer and (memory0.dim() != 3 or memory0.shape[1] != memory0.shape[2]):
+            raise ValueError(f"memory0 distributions must be [batch, M, M], got shape {tuple(memory0.shape)}")
+        if memory0.shape[0] < 1:
+            raise ValueError("memory0 has an empty batch")
+        memory_size = memory0.shape[1]
+        if memory_size < 2:
+            raise ValueError(f"memory size M must be >= 2, got {memory_size}")
+        if is_integer and memory0.numel() and (memory0.min() < 0 or memory0.max() >= memory_size):
+            raise ValueError(f"memory cells must hold values in 0..{memory_size - 1} (M = {memory_size}), "
+                             f"got values from {int(memory0.min())} to {int(memory0.max())}")
+
+    def step_logits(self, inputs: Tensor, controller_state: Any, readout: tuple[Tensor, Tensor]
+                    ) -> tuple[Tensor, Tensor, Any]:
+        """One controller step: register flags ``[B, R]`` -> (choice logits ``[B, slots, R+Q]``
+        with ``-inf`` on missing options, stop logit ``[B]``, new controller state).
+
+        ``readout`` is :meth:`padded_readout`'s result, computed once per rollout.
+        """
+        hidden, controller_state = self.controller.features(inputs, controller_state)
+        choice_logits, stop_logit = split_padded_logits(F.linear(hidden, *readout), self.layout)
+        return choice_logits, stop_logit, controller_state
+
+    def padded_readout(self) -> tuple[Tensor, Tensor]:
+        """The controller's read-out rearranged to emit padded choice logits (see nram.circuit)."""
+        return padded_readout(self.controller.readout, self.padding_index)
+
+    def forward(self, memory0: Tensor, steps: int, *, with_entropy: bool = False) -> Rollout:
+        """Unroll the soft machine for ``steps`` timesteps.
+
+        memory0: integer cells ``LongTensor[B, M]`` (one-hot encoded here) or distributions
+        ``[B, M, M]``. Returns a :class:`Rollout` with memories ``[T, B, M, M]``; its
+        ``choice_entropy`` is filled only ``with_entropy``.
+        """
+        self.check_memory(memory0, steps)
+        if not memory0.dtype.is_floating_point:
+            memory0 = F.one_hot(memory0, memory0.shape[1]).to(self.dtype)
+        batch_size, memory_size = memory0.shape[:2]
+        state: MachineState = initial_state(memory0, self.layout.num_registers)
+        controller_state = self.controller.initial_state(batch_size, memory0.device)
+        readout = self.padded_readout()
+        constants = constant_values(batch_size, memory_size, dtype=memory0.dtype, device=memory0.device)
+        memories, stop_logits, entropies = [], [], []
+        for _ in range(steps):
+            choice_logits, stop_logit, controller_state = self.step_logits(
+                state.registers[:, :, 0], controller_state, readout)
+            weights = torch.softmax(choice_logits, dim=-1)
+            state = machine_step(state, weights, self.layout, constants)
+            memories.append(state.memory)
+            stop_logits.append(stop_logit)
+            if with_entropy:
+                entropies.append(torch.special.entr(weights).sum(-1).mean(-1))
+        return Rollout(torch.stack(memories), stop_distribution(torch.stack(stop_logits)),
+                       torch.stack(entropies) if with_entropy else None)

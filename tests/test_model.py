@@ -1,0 +1,114 @@
+"""The unrolled model: stop distribution, loss, memory-size independence, input validation."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import requires_cuda
+
+from nram.model import NRAM, MachineConfig, rollout_loss, stop_distribution
+
+
+def test_stop_distribution_matches_its_definition():
+    logits = torch.randn(6, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    f = torch.sigmoid(logits)
+    expected = []
+    for t in range(5):
+        survive = torch.prod(1 - f[:t], dim=0) if t else torch.ones(5, dtype=torch.float64)
+        expected.append(f[t] * survive)
+    expected.append(1 - sum(expected))
+    got = stop_distribution(logits)
+    assert torch.allclose(got, torch.stack(expected), rtol=0, atol=1e-12)
+    assert torch.allclose(got.sum(0), torch.ones(5, dtype=torch.float64), atol=1e-12)
+
+
+def test_loss_is_the_expected_masked_negative_log_likelihood():
+    torch.manual_seed(0)
+    model = NRAM(MachineConfig(num_registers=2)).double()
+    gen = torch.Generator().manual_seed(1)
+    memory0 = torch.randint(0, 6, (3, 6), generator=gen)
+    target = torch.randint(0, 6, (3, 6), generator=gen)
+    mask = torch.rand(3, 6, generator=gen) < 0.5
+    rollout = model(memory0, 4)
+    expected = 0.0
+    for b in range(3):
+        for t in range(4):
+            for i in range(6):
+                if mask[b, i]:
+                    likelihood = max(rollout.memories[t, b, i, target[b, i]].item(), 1e-6)
+                    expected -= rollout.stop_probs[t, b].item() * math.log(likelihood)
+    assert rollout_loss(rollout, target, mask).item() == pytest.approx(expected / 3, abs=1e-10)
+
+
+def test_output_memory_is_the_stop_weighted_mixture():
+    torch.manual_seed(0)
+    rollout = NRAM(MachineConfig(num_registers=2))(torch.randint(0, 5, (2, 5)), 3)
+    expected = sum(rollout.stop_probs[t, :, None, None] * rollout.memories[t] for t in range(3))
+    assert torch.allclose(rollout.output_memory(), expected, atol=1e-6)
+
+
+def test_one_hot_and_integer_memory_give_the_same_rollout():
+    torch.manual_seed(0)
+    model = NRAM()
+    memory0 = torch.randint(0, 7, (2, 7))
+    a, b = model(memory0, 3), model(F.one_hot(memory0, 7).float(), 3)
+    assert torch.equal(a.memories, b.memories)
+
+
+@pytest.mark.parametrize("controller", ["mlp", "lstm"])
+def test_weights_made_at_m8_load_and_run_at_m64(controller):
+    torch.manual_seed(0)
+    small = NRAM(MachineConfig(num_registers=3, controller=controller))
+    small(torch.randint(0, 8, (4, 8)), 3)
+    large = NRAM(MachineConfig(num_registers=3, controller=controller))
+    large.controller.load_state_dict(small.controller.state_dict())
+    memory0 = torch.randint(0, 64, (4, 64))
+    rollout = large(memory0, 5)
+    assert rollout.memories.shape == (5, 4, 64, 64)
+    assert torch.equal(rollout.memories, small(memory0, 5).memories)
+
+
+def test_entropy_is_reported_only_when_asked():
+    model = NRAM()
+    memory0 = torch.randint(0, 5, (2, 5))
+    assert model(memory0, 2).choice_entropy is None
+    entropy = model(memory0, 2, with_entropy=True).choice_entropy
+    assert entropy.shape == (2, 2) and (entropy > 0).all()
+
+
+@pytest.mark.parametrize("memory0, steps, message", [
+    (torch.tensor([[0, 5, 1]]), 2, r"values in 0..2 \(M = 3\)"),
+    (torch.tensor([[0, -1, 1]]), 2, r"values in 0..2"),
+    (torch.zeros(2, 3, 3, dtype=torch.long), 2, r"must be \[batch, M\]"),
+    (torch.zeros(2, 3, 4), 2, r"must be \[batch, M, M\]"),
+    (torch.zeros(2, 1, dtype=torch.long), 2, "M must be >= 2"),
+    (torch.zeros(2, 4, dtype=torch.long), 0, "steps must be an integer >= 1"),
+    (torch.zeros(0, 4, dtype=torch.long), 1, "empty batch"),
+])
+def test_bad_memory_or_steps_raise_clear_value_errors(memory0, steps, message):
+    with pytest.raises(ValueError, match=message):
+        NRAM()(memory0, steps)
+
+
+@pytest.mark.parametrize("config, message", [
+    (dict(gates=("read", "mul")), "unknown gate 'mul'"),
+    (dict(gates=("write", "read")), "paper order"),
+    (dict(num_registers=0), "num_registers must be >= 1"),
+    (dict(controller="transformer"), "unknown controller 'transformer'"),
+    (dict(hidden_size=0), "hidden_size must be >= 1"),
+])
+def test_bad_config_raises_clear_value_error(config, message):
+    with pytest.raises(ValueError, match=message):
+        NRAM(MachineConfig(**config))
+
+
+@requires_cuda
+def test_cuda_rollout_matches_cpu():
+    torch.manual_seed(0)
+    model = NRAM()
+    memory0 = torch.randint(0, 12, (8, 12))
+    cpu = model(memory0, 4)
+    gpu = model.cuda()(memory0.cuda(), 4)
+    assert torch.allclose(gpu.memories.cpu(), cpu.memories, atol=1e-4)
+    assert torch.allclose(gpu.stop_probs.cpu(), cpu.stop_probs, atol=1e-5)
