@@ -54,7 +54,7 @@ def machine_step(state: MachineState, weights: Tensor, layout: CircuitLayout, co
 
 
 def _run_gates(memory: Tensor, registers: Tensor, weights: Tensor, layout: CircuitLayout,
-               constants: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+               constants: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
     """The forward pass of one step, without autograd.
 
     Every slot's mixture is linear in the sources, so instead of stacking the sources for
@@ -62,12 +62,11 @@ def _run_gates(memory: Tensor, registers: Tensor, weights: Tensor, layout: Circu
     appears. A slot of gate i gives weight 0 to gate i's output and to later ones, so once
     gate i has run every later slot already holds its input, and at the end ``mixed`` holds
     every gate's inputs and the new registers. Returns ``(memory', mixed [B, slots, M],
-    sources [B, R+Q, M])``.
+    gate outputs Q x [B, M])``.
     """
     num_registers = layout.num_registers
     mixed = torch.bmm(weights[:, :, :num_registers], registers)
     slots = mixed.unbind(1)  # views: they see every later in-place update of mixed
-    source_weights = weights[:, :, num_registers:, None].unbind(2)  # per gate output: [B, slots, 1]
     outputs = []
     for i, name in enumerate(layout.gates):
         arity = GATE_ARITY[name]
@@ -81,9 +80,10 @@ def _run_gates(memory: Tensor, registers: Tensor, weights: Tensor, layout: Circu
             out = G.read(memory, slots[first])
         else:
             out = G.GATE_FUNCTIONS[name](slots[first], slots[first + 1] if arity == 2 else None)
-        mixed.addcmul_(source_weights[i], out[:, None, :])
+        users = layout.first_slot[i + 1] if i + 1 < layout.num_gates else layout.num_slots - num_registers
+        mixed[:, users:].addcmul_(weights[:, users:, num_registers + i, None], out[:, None, :])
         outputs.append(out)
-    return memory, mixed, torch.cat([registers, torch.stack(outputs, dim=1)], dim=1)
+    return memory, mixed, outputs
 
 
 class _MachineStep(torch.autograd.Function):
@@ -100,9 +100,10 @@ class _MachineStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, memory: Tensor, registers: Tensor, weights: Tensor, layout: CircuitLayout,
                 constants: Tensor) -> tuple[Tensor, Tensor]:
-        new_memory, mixed, sources = _run_gates(memory, registers, weights, layout, constants)
-        ctx.layout = layout
-        ctx.save_for_backward(memory, weights, mixed, sources)
+        new_memory, mixed, outputs = _run_gates(memory, registers, weights, layout, constants)
+        if any(ctx.needs_input_grad):
+            ctx.layout = layout
+            ctx.save_for_backward(memory, weights, mixed, torch.cat([registers, torch.stack(outputs, dim=1)], dim=1))
         return new_memory, mixed[:, layout.num_slots - layout.num_registers:]
 
     @staticmethod

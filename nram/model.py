@@ -14,7 +14,7 @@ averaged over the batch.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -148,13 +148,8 @@ class NRAM(nn.Module):
         """The controller's read-out rearranged to emit padded choice logits (see nram.circuit)."""
         return padded_readout(self.controller.readout, self.padding_index)
 
-    def forward(self, memory0: Tensor, steps: int, *, with_entropy: bool = False) -> Rollout:
-        """Unroll the soft machine for ``steps`` timesteps.
-
-        memory0: integer cells ``LongTensor[B, M]`` (one-hot encoded here) or distributions
-        ``[B, M, M]``. Returns a :class:`Rollout` with memories ``[T, B, M, M]``; its
-        ``choice_entropy`` is filled only ``with_entropy``.
-        """
+    def _unroll(self, memory0: Tensor, steps: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """Yield ``(memory [B, M, M], stop logit [B], choice weights [B, slots, R+Q])`` per step."""
         self.check_memory(memory0, steps)
         if not memory0.dtype.is_floating_point:
             memory0 = F.one_hot(memory0, memory0.shape[1]).to(self.dtype)
@@ -163,15 +158,40 @@ class NRAM(nn.Module):
         controller_state = self.controller.initial_state(batch_size, memory0.device)
         readout = self.padded_readout()
         constants = constant_values(batch_size, memory_size, dtype=memory0.dtype, device=memory0.device)
-        memories, stop_logits, entropies = [], [], []
         for _ in range(steps):
             choice_logits, stop_logit, controller_state = self.step_logits(
                 state.registers[:, :, 0], controller_state, readout)
             weights = torch.softmax(choice_logits, dim=-1)
             state = machine_step(state, weights, self.layout, constants)
-            memories.append(state.memory)
+            yield state.memory, stop_logit, weights
+
+    def forward(self, memory0: Tensor, steps: int, *, with_entropy: bool = False) -> Rollout:
+        """Unroll the soft machine for ``steps`` timesteps.
+
+        memory0: integer cells ``LongTensor[B, M]`` (one-hot encoded here) or distributions
+        ``[B, M, M]``. Returns a :class:`Rollout` with memories ``[T, B, M, M]``; its
+        ``choice_entropy`` is filled only ``with_entropy``.
+        """
+        memories, stop_logits, entropies = [], [], []
+        for memory, stop_logit, weights in self._unroll(memory0, steps):
+            memories.append(memory)
             stop_logits.append(stop_logit)
             if with_entropy:
                 entropies.append(torch.special.entr(weights).sum(-1).mean(-1))
         return Rollout(torch.stack(memories), stop_distribution(torch.stack(stop_logits)),
                        torch.stack(entropies) if with_entropy else None)
+
+    def output_memory(self, memory0: Tensor, steps: int) -> Tensor:
+        """``sum_t p_t memories[t]`` ``[B, M, M]`` without keeping every step's memory.
+
+        Equals ``forward(memory0, steps).output_memory()`` in O(B M^2) memory instead of
+        O(T B M^2): what evaluation on long inputs needs.
+        """
+        output, survival = None, None
+        for t, (memory, stop_logit, _) in enumerate(self._unroll(memory0, steps)):
+            f = torch.sigmoid(stop_logit) if t < steps - 1 else torch.ones_like(stop_logit)
+            survival = torch.ones_like(f) if survival is None else survival
+            contribution = (survival * f)[:, None, None] * memory
+            output = contribution if output is None else output + contribution
+            survival = survival * (1.0 - f)
+        return output

@@ -1,0 +1,1 @@
+"""Shipped per-task training configs (TOML), installed as the package ``training.configs``."""

@@ -1,0 +1,170 @@
+"""Training and inference throughput of the soft machine, in examples per second.
+
+Training = forward + backward + Adam step on random memories; inference = the streamed
+forward (``NRAM.output_memory``) under ``torch.no_grad``. Medians of repeated timings.
+
+    python scripts/bench_machine.py                 # the full table on cpu (and cuda if present)
+    python scripts/bench_machine.py --quick         # the headline settings only
+    python scripts/bench_machine.py --json out.json --threads 1,2 --compile
+
+Records: {"mode": "train"|"infer", "M", "R", "T", "batch", "device", "examples_per_s", ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+
+import torch
+
+from nram.model import NRAM, MachineConfig, rollout_loss
+
+REGISTERS = 2
+REFERENCE_TRAIN = 386.0  # Theano NRAM, M=10, R=2, T=3, batch 32, on the 2-core CPU
+REFERENCE_INFER = 1e5  # C++ NRAM, forward rollouts/s, M=10, T=3
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def median_seconds(fn, device: str, min_time: float = 0.4, repeats: int = 5) -> float:
+    """Median wall time of one call of ``fn`` over ``repeats`` timed blocks of ~min_time/repeats each."""
+    fn()
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    calls = max(1, int(min_time / repeats / max(time.perf_counter() - start, 1e-6)))
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        synchronize(device)
+        samples.append((time.perf_counter() - start) / calls)
+    return statistics.median(samples)
+
+
+def make_train_step(model: NRAM, memory: torch.Tensor, steps: int, compile_model: bool):
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    mask = torch.ones_like(memory, dtype=torch.bool)
+
+    def loss_fn():
+        return rollout_loss(model(memory, steps), memory, mask)
+
+    loss_fn = torch.compile(loss_fn) if compile_model else loss_fn
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn().backward()
+        optimizer.step()
+
+    return step
+
+
+def measure(mode: str, memory_size: int, steps: int, batch: int, device: str, threads: int,
+            compile_model: bool = False) -> dict:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = NRAM(MachineConfig(num_registers=REGISTERS)).to(device)
+    memory = torch.randint(0, memory_size, (batch, memory_size), device=device)
+    if mode == "train":
+        fn = make_train_step(model, memory, steps, compile_model)
+    else:
+        forward = torch.compile(model.output_memory) if compile_model else model.output_memory
+
+        def fn():
+            with torch.no_grad():
+                forward(memory, steps)
+    first = time.perf_counter()
+    fn()
+    synchronize(device)
+    first_call = time.perf_counter() - first
+    seconds = median_seconds(fn, device)
+    return {"mode": mode, "M": memory_size, "R": REGISTERS, "T": steps, "batch": batch, "device": device,
+            "threads": threads, "compile": compile_model, "first_call_s": round(first_call, 3),
+            "step_ms": round(seconds * 1e3, 4), "examples_per_s": round(batch / seconds, 1)}
+
+
+def settings(quick: bool) -> list[tuple[str, int, int, int]]:
+    if quick:
+        return [("train", 10, 3, 32), ("infer", 10, 3, 4096)]
+    out = []
+    for memory_size in (10, 16, 32, 64):
+        for steps in sorted({3, memory_size}):
+            out += [("train", memory_size, steps, 32), ("train", memory_size, steps, 256),
+                    ("infer", memory_size, steps, 256), ("infer", memory_size, steps, 4096)]
+    return out
+
+
+def fitted_exponent(records: list[dict], mode: str, batch: int) -> float | None:
+    """Slope of log(time per step) against log(M) at T = 3: how time per step grows with M."""
+    points = [(math.log(r["M"]), math.log(r["step_ms"] / r["T"])) for r in records
+              if r["mode"] == mode and r["batch"] == batch and r["T"] == 3 and not r["compile"]]
+    if len({x for x, _ in points}) < 2:
+        return None
+    mean_x = sum(x for x, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x, _ in points)
+
+
+def print_table(records: list[dict]) -> None:
+    header = f"{'mode':>5} {'device':>6} {'thr':>3} {'comp':>4} {'M':>3} {'T':>3} {'batch':>5} " \
+             f"{'ms/step':>9} {'examples/s':>11} {'first call s':>12}"
+    print(header)
+    print("-" * len(header))
+    for r in records:
+        print(f"{r['mode']:>5} {r['device']:>6} {r['threads']:>3} {'yes' if r['compile'] else 'no':>4} "
+              f"{r['M']:>3} {r['T']:>3} {r['batch']:>5} {r['step_ms']:>9.3f} {r['examples_per_s']:>11.0f} "
+              f"{r['first_call_s']:>12.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="only M=10, T=3: train batch 32, infer batch 4096")
+    parser.add_argument("--device", action="append", help="cpu, cuda (default: cpu, and cuda when present)")
+    parser.add_argument("--threads", default=None, help="comma-separated CPU thread counts to compare")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile at M=10, T=3")
+    parser.add_argument("--json", metavar="FILE", help="write the records as a JSON list")
+    args = parser.parse_args()
+    devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    default_threads = torch.get_num_threads()
+    thread_counts = [int(t) for t in args.threads.split(",")] if args.threads else [default_threads]
+    records = []
+    for device in devices:
+        for threads in (thread_counts if device == "cpu" else [default_threads]):
+            for mode, memory_size, steps, batch in settings(args.quick):
+                records.append(measure(mode, memory_size, steps, batch, device, threads))
+                print_table(records[-1:]) if len(records) > 1 else print_table(records)
+            if args.compile:
+                for mode, batch in (("train", 32), ("infer", 4096)):
+                    records.append(measure(mode, 10, 3, batch, device, threads, compile_model=True))
+                    print_table(records[-1:])
+    print()
+    print_table(records)
+    for device in devices:
+        for r in records:
+            if (r["device"], r["M"], r["T"], r["compile"]) == (device, 10, 3, False):
+                if r["mode"] == "train" and r["batch"] == 32:
+                    print(f"{device} threads={r['threads']}: train M=10 T=3 batch 32: {r['examples_per_s']:.0f} "
+                          f"examples/s = {r['examples_per_s'] / REFERENCE_TRAIN:.1f}x the Theano NRAM")
+                if r["mode"] == "infer" and r["batch"] == 4096:
+                    print(f"{device} threads={r['threads']}: infer M=10 T=3 batch 4096: {r['examples_per_s']:.0f} "
+                          f"examples/s = {r['examples_per_s'] / REFERENCE_INFER:.1f}x the C++ NRAM")
+    for mode, batch in (("train", 256), ("infer", 4096)):
+        exponent = fitted_exponent([r for r in records if r["device"] == devices[0]
+                                    and r["threads"] == thread_counts[-1]], mode, batch)
+        if exponent is not None:
+            print(f"{devices[0]} {mode} batch {batch}: time per step grows as M^{exponent:.2f} (T = 3)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

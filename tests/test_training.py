@@ -1,0 +1,143 @@
+"""Training end to end: the CLI, TensorBoard events, exact resume, NaN guard, bad input."""
+
+import json
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from training.cli import main
+from training.config import TrainConfig
+from training.trainer import Trainer, TrainingDiverged
+
+SMALL = dict(task="access", min_length=2, max_length=4, timesteps=3, timesteps_per_length=0.0,
+             num_registers=2, hidden_size=16, batch_size=8, log_every=2, eval_every=4, eval_examples=16,
+             checkpoint_every=4)
+
+
+def write_config(path, **values):
+    lines = [f"{key} = {json.dumps(value)}" for key, value in {**SMALL, **values}.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_cli_trains_evaluates_and_runs_an_example(tmp_path, capsys):
+    config = write_config(tmp_path / "access.toml")
+    out = tmp_path / "run"
+    assert main(["train", "--config", config, "--steps", "8", "--out", str(out)]) == 0
+    checkpoint = out / "checkpoint.pt"
+    assert torch.load(checkpoint, weights_only=True)["step"] == 8
+
+    report = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(checkpoint), "--lengths", "2,8", "--examples", "20",
+                 "--discrete", "--json", str(report)]) == 0
+    results = json.loads(report.read_text())
+    assert results["task"] == "access"
+    assert [(r["length"], r["memory_size"], r["mode"], r["examples"]) for r in results["results"]] == \
+        [(2, 4, "discrete", 20), (8, 10, "discrete", 20)]
+    assert all(0 <= r["cell_error"] <= 1 and 0 <= r["example_accuracy"] <= 1 for r in results["results"])
+
+    assert main(["run", "--checkpoint", str(checkpoint), "--length", "3"]) == 0
+    shown = capsys.readouterr().out
+    assert "memory before:" in shown and "step 1: read(" in shown and "target:" in shown
+
+
+def test_tensorboard_events_hold_scalars_images_and_hparams(tmp_path):
+    out = tmp_path / "run"
+    Trainer(TrainConfig(**SMALL, steps=4), out, progress=False).train()
+    events = EventAccumulator(str(out), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    for tag in ("train/loss", "train/cell_error", "train/grad_norm", "train/lr", "curriculum/level",
+                "eval/cell_error_length_4", "eval/cell_error_length_8"):
+        assert tag in tags["scalars"], tag
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4]
+    assert {"memory/length_4", "memory/length_8"} <= set(tags["images"])
+    assert events.Images("memory/length_4")[-1].height == 6 * 8  # M(4) = 6 cells, 8 pixels each
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+    assert "hparam/cell_error_length_8" in tags["scalars"]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_resume_continues_bit_for_bit(tmp_path, optimizer):
+    settings = dict(SMALL, optimizer=optimizer, lr=0.05, gradient_noise=0.05, entropy_bonus=0.01, log_every=3)
+    straight = Trainer(TrainConfig(**settings, steps=10), tmp_path / "straight", progress=False)
+    straight.train()
+    Trainer(TrainConfig(**settings, steps=5), tmp_path / "split", progress=False).train()
+    resumed = Trainer(TrainConfig(**settings, steps=10), tmp_path / "split", resume=True, progress=False)
+    assert resumed.step == 5
+    resumed.train()
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    assert straight.curriculum.state_dict() == resumed.curriculum.state_dict()
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, monkeypatch):
+    trainer = Trainer(TrainConfig(**SMALL, steps=50), tmp_path, progress=False)
+    original = trainer.train_step
+
+    def interrupted_step():
+        if trainer.step == 3:
+            raise KeyboardInterrupt
+        return original()
+
+    monkeypatch.setattr(trainer, "train_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert Trainer(TrainConfig(**SMALL, steps=50), tmp_path, resume=True, progress=False).step == 3
+
+
+def test_nan_guard_skips_steps_then_aborts_with_a_clear_message(tmp_path):
+    trainer = Trainer(TrainConfig(**SMALL, steps=50, nan_patience=3), tmp_path, progress=False)
+    with torch.no_grad():
+        trainer.model.controller.readout.bias.fill_(float("nan"))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with pytest.raises(TrainingDiverged, match="NaN/inf for 3 steps in a row"):
+        trainer.train()
+    after = trainer.model.state_dict()
+    assert all(torch.equal(before[k], after[k], ) or torch.isnan(before[k]).any() for k in before)
+    assert trainer.counters["skipped_steps"] == 3
+
+
+def test_corrupt_truncated_and_foreign_checkpoints_give_clear_errors(tmp_path, capsys):
+    out = tmp_path / "run"
+    Trainer(TrainConfig(**SMALL, steps=2), out, progress=False).train()
+    good = (out / "checkpoint.pt").read_bytes()
+    cases = {"garbage.pt": b"not a checkpoint at all", "truncated.pt": good[: len(good) // 2]}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        assert main(["eval", "--checkpoint", str(tmp_path / name), "--lengths", "2"]) == 2
+        assert "not a readable checkpoint" in capsys.readouterr().err
+    torch.save({"weights": torch.ones(2)}, tmp_path / "foreign.pt")
+    assert main(["eval", "--checkpoint", str(tmp_path / "foreign.pt"), "--lengths", "2"]) == 2
+    assert "not an nram checkpoint" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path / "missing.pt"), "--lengths", "2"]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_resuming_with_a_different_architecture_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    Trainer(TrainConfig(**SMALL, steps=2), out, progress=False).train()
+    with pytest.raises(ValueError, match="hidden_size=16, this run has hidden_size=32"):
+        Trainer(TrainConfig(**{**SMALL, "hidden_size": 32}, steps=4), out, resume=True, progress=False)
+    assert main(["train", "--task", "copy", "--out", str(out), "--resume"]) == 2
+    assert "does not match the checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, message", [
+    ("task = 'access'\nlearning_rate = 0.1\n", "unknown setting(s) learning_rate"),
+    ("task = 'access\n", "not valid TOML"),
+    ("task = 'access'\nmin_length = 5\nmax_length = 2\n", "min_length <= max_length"),
+    ("task = 'sorting'\n", "unknown task 'sorting'"),
+    ("task = 'access'\noptimizer = 'lbfgs'\n", "unknown optimizer 'lbfgs'"),
+])
+def test_bad_config_gives_a_clear_error(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(content)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "run"), "--steps", "1"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_task_on_the_command_line(tmp_path, capsys):
+    assert main(["train", "--task", "sorting", "--out", str(tmp_path)]) == 2
+    assert "unknown task 'sorting'" in capsys.readouterr().err

@@ -1,0 +1,69 @@
+"""Checkpoints: the whole run in plain types, readable with ``torch.load(weights_only=True)``.
+
+A checkpoint is a dict: ``format`` and ``version`` (to recognise one), ``config`` (the
+TrainConfig as a dict), ``step``, ``model`` and ``optimizer`` state dicts, ``curriculum``
+state, ``rng`` (generator states as byte tensors) and ``trainer`` (small counters). Writes
+go to a temporary file that is renamed into place, so an interrupted save never leaves a
+half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nram.model import NRAM
+from training.config import TrainConfig
+
+FORMAT = "nram-checkpoint"
+VERSION = 1
+REQUIRED_KEYS = ("config", "step", "model", "optimizer", "curriculum", "rng", "trainer")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, or does not belong to the run that loads it."""
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (plus format and version) atomically to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save({"format": FORMAT, "version": VERSION, **payload}, temporary)
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and sanity-check a checkpoint; raise :class:`CheckpointError` with the reason if it is bad."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): "
+                              f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an nram checkpoint")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}; this nram reads {VERSION}")
+    missing = [key for key in REQUIRED_KEYS if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}")
+    return payload
+
+
+def model_from_checkpoint(payload: dict[str, Any], device: str | torch.device = "cpu") -> tuple[NRAM, TrainConfig]:
+    """Rebuild ``(model, config)`` from a loaded checkpoint: an :class:`nram.model.NRAM` in eval mode."""
+    config = TrainConfig.from_dict(payload["config"], source="checkpoint config")
+    model = NRAM(config.machine_config()).to(device)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as error:
+        raise CheckpointError(f"checkpoint weights do not fit its own config: {str(error).splitlines()[0]}") from None
+    return model.eval(), config

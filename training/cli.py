@@ -1,0 +1,162 @@
+"""The ``nram`` command: train, evaluate on longer inputs, and show a worked example.
+
+    nram train --task copy [--config FILE] [--steps N] [--seed S] [--device D] [--out DIR] [--resume]
+    nram eval --checkpoint DIR/checkpoint.pt --lengths 5,10,20 [--discrete] [--json FILE]
+    nram run --checkpoint DIR/checkpoint.pt --length 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from nram.discrete import trace_discrete
+from tasks import TASK_NAMES, get_task
+from training.checkpoint import load_checkpoint, model_from_checkpoint
+from training.config import TrainConfig, default_config_path, load_config
+from training.evaluate import evaluate
+from training.show import format_trace
+from training.trainer import CHECKPOINT_NAME, Trainer, TrainingDiverged
+
+
+def build_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's config: checkpoint (on --resume) or --config or the task's shipped TOML, then flags."""
+    overrides = {"task": args.task, "steps": args.steps, "seed": args.seed, "device": args.device,
+                 "optimizer": args.optimizer, "lr": args.lr, "threads": args.threads}
+    out = Path(args.out) if args.out else None
+    if args.resume:
+        if out is None:
+            raise ValueError("--resume needs --out DIR, the directory of the run to continue")
+        payload = load_checkpoint(out / CHECKPOINT_NAME)
+        values = dict(payload["config"])
+        if args.task is not None and args.task != values["task"]:
+            raise ValueError(f"--task {args.task} does not match the checkpoint in {out} (task {values['task']})")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return TrainConfig.from_dict(values, source=str(out / CHECKPOINT_NAME))
+    if args.task is None and args.config is None:
+        raise ValueError("say which task to train: --task NAME (one of " + ", ".join(TASK_NAMES) + ")")
+    if args.task is not None:
+        get_task(args.task)  # an unknown name fails here, with the list of valid ones
+    path = args.config or default_config_path(args.task)
+    if path is None:
+        return TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None}, source="flags")
+    return load_config(path, **overrides)
+
+
+def command_train(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    out = Path(args.out) if args.out else Path("runs") / f"{config.task}-seed{config.seed}"
+    if not args.resume and (out / CHECKPOINT_NAME).exists():
+        raise ValueError(f"{out} already holds a run; continue it with --resume or choose another --out")
+    trainer = Trainer(config, out, resume=args.resume)
+    print(f"training {config.task} (lengths {config.min_length}..{config.max_length}, M = {trainer.memory_size}) "
+          f"for {config.steps} steps on {config.device}; TensorBoard: tensorboard --logdir {out}")
+    try:
+        final = trainer.train()
+    except KeyboardInterrupt:
+        return 130
+    except TrainingDiverged as error:
+        print(f"nram: training diverged: {error}", file=sys.stderr)
+        return 1
+    print_results(final)
+    print(f"checkpoint: {trainer.checkpoint_path}")
+    return 0
+
+
+def parse_lengths(text: str) -> list[int]:
+    try:
+        lengths = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--lengths takes comma-separated integers like 5,10,20, got {text!r}") from None
+    if not lengths or min(lengths) < 1:
+        raise ValueError(f"--lengths must be positive integers, got {text!r}")
+    return lengths
+
+
+def command_eval(args: argparse.Namespace) -> int:
+    lengths = parse_lengths(args.lengths)
+    device = args.device or "cpu"
+    model, config = model_from_checkpoint(load_checkpoint(args.checkpoint, map_location=device), device)
+    task = get_task(config.task)
+    records = evaluate(model, task, lengths, memory_size_for=lambda n: task.min_memory_size(n) + config.memory_extra,
+                       timesteps_for=config.timesteps_for, examples=args.examples, discrete=args.discrete,
+                       seed=args.seed, device=device)
+    print(f"{config.task}: trained on lengths {config.min_length}..{config.max_length}")
+    print_results(records)
+    if args.json:
+        report = {"task": config.task, "train_lengths": [config.min_length, config.max_length],
+                  "checkpoint": str(args.checkpoint), "results": records}
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def command_run(args: argparse.Namespace) -> int:
+    model, config = model_from_checkpoint(load_checkpoint(args.checkpoint))
+    task = get_task(config.task)
+    memory_size = task.min_memory_size(args.length) + config.memory_extra
+    batch = task.sample(1, args.length, memory_size, torch.Generator().manual_seed(args.seed))
+    trace = trace_discrete(model, batch.memory, config.timesteps_for(args.length))
+    print(f"{config.task}, length {args.length}, M = {memory_size}, discrete machine")
+    print(format_trace(trace, model.layout, batch))
+    return 0
+
+
+def print_results(records: list[dict]) -> None:
+    """A table of evaluation records."""
+    print(f"{'length':>6} {'M':>4} {'mode':>8} {'cell error':>10} {'solved':>7} {'examples':>8}")
+    for r in records:
+        print(f"{r['length']:>6} {r['memory_size']:>4} {r['mode']:>8} {r['cell_error']:>10.4f} "
+              f"{r['example_accuracy']:>7.3f} {r['examples']:>8}")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nram", description="Neural Random-Access Machines.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train an NRAM on a task")
+    train.add_argument("--task", choices=None, help="one of " + ", ".join(TASK_NAMES))
+    train.add_argument("--config", help="TOML file of TrainConfig fields (default: the task's shipped config)")
+    train.add_argument("--steps", type=int, help="optimizer steps")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", help="cpu, cuda or cuda:N")
+    train.add_argument("--optimizer", help="adam, sgd, rbd or fpd")
+    train.add_argument("--lr", type=float)
+    train.add_argument("--threads", type=int, help="CPU threads for torch")
+    train.add_argument("--out", help="run directory (default runs/<task>-seed<seed>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    train.set_defaults(handler=command_train)
+
+    evaluate_parser = commands.add_parser("eval", help="error by length of a trained checkpoint")
+    evaluate_parser.add_argument("--checkpoint", required=True)
+    evaluate_parser.add_argument("--lengths", required=True, help="comma-separated, e.g. 5,10,20")
+    evaluate_parser.add_argument("--discrete", action="store_true", help="run the discrete machine")
+    evaluate_parser.add_argument("--examples", type=int, default=1000, help="examples per length")
+    evaluate_parser.add_argument("--seed", type=int, default=1234, help="seed of the evaluation inputs")
+    evaluate_parser.add_argument("--device")
+    evaluate_parser.add_argument("--json", help="write the results here")
+    evaluate_parser.set_defaults(handler=command_eval)
+
+    run = commands.add_parser("run", help="print one worked example of a checkpoint")
+    run.add_argument("--checkpoint", required=True)
+    run.add_argument("--length", type=int, required=True)
+    run.add_argument("--seed", type=int, default=0)
+    run.set_defaults(handler=command_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``nram`` console script."""
+    args = make_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ValueError as error:  # bad input: a clear message, no traceback
+        print(f"nram: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""TrainConfig: every setting of a training run, with the paper's choices as defaults.
+
+A config is plain data: ``dataclasses.asdict(config)`` goes into checkpoints and TensorBoard,
+and a TOML file (``configs/<task>.toml``) or command-line flags override the defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from importlib import resources
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+from nram.model import MachineConfig
+
+
+@dataclass
+class TrainConfig:
+    """How to train one NRAM on one task."""
+
+    task: str = "copy"
+    """Task name, one of tasks.TASK_NAMES."""
+    seed: int = 0
+    """Seeds the model's initial weights, the batches, the gradient noise and the optimizer's directions."""
+    steps: int = 5000
+    """Number of optimizer steps."""
+    batch_size: int = 32
+    """Examples per step."""
+
+    min_length: int = 1
+    """Shortest training input (the curriculum's first level)."""
+    max_length: int = 6
+    """Longest training input (the curriculum's last level)."""
+    curriculum: str = "zaremba"
+    """"zaremba" (Zaremba & Sutskever 2015: 10% all levels, 25% up to level+e, 65% level+e) or "fixed" (uniform)."""
+    promote_below: float = 0.05
+    """The curriculum moves to the next level when the per-cell error at its level falls below this."""
+    memory_extra: int = 0
+    """Cells beyond the task's minimum: M(n) = task.min_memory_size(n) + memory_extra."""
+    timesteps: int = 2
+    """T(n) = timesteps + timesteps_per_length * n: how many steps the machine runs on a length-n input."""
+    timesteps_per_length: float = 1.0
+    """See timesteps."""
+
+    num_registers: int = 4
+    """R, the machine's registers."""
+    gates: list[str] = field(default_factory=list)
+    """The gates, in paper order; empty means all 14."""
+    controller: str = "mlp"
+    """Controller kind: "mlp" or "lstm"."""
+    hidden_size: int = 64
+    """Width of the controller's hidden layers."""
+
+    optimizer: str = "adam"
+    """"adam", "sgd", "rbd" (random-bases descent) or "fpd" (fixed-projection descent)."""
+    lr: float = 0.01
+    """Learning rate."""
+    weight_decay: float = 0.0
+    """L2 weight decay passed to the optimizer."""
+    momentum: float = 0.0
+    """Momentum (sgd only)."""
+    optimizer_options: dict[str, Any] = field(default_factory=dict)
+    """Extra optimizer arguments, e.g. {"dims": 250, "compartments": "module"} for rbd."""
+    clip_value: float = 10.0
+    """Each gradient element is clipped to [-clip_value, clip_value] (0 disables)."""
+    clip_norm: float = 30.0
+    """Then the whole gradient is rescaled to at most this norm (0 disables)."""
+    gradient_noise: float = 0.01
+    """eta of the annealed gradient noise N(0, eta / (1 + step)^0.55) (Neelakantan et al. 2015); 0 disables."""
+    entropy_bonus: float = 0.0
+    """Initial weight of the choice-entropy bonus subtracted from the loss; 0 disables."""
+    entropy_decay: float = 0.999
+    """The entropy bonus is multiplied by this after every step."""
+    log_eps: float = 1e-6
+    """Likelihoods are clamped to at least this before the logarithm."""
+    nan_patience: int = 20
+    """Consecutive steps with a NaN or infinite loss or gradient after which training aborts."""
+
+    log_every: int = 50
+    """Steps between scalar logs (loss, error, grad norm, lr, curriculum level)."""
+    eval_every: int = 500
+    """Steps between evaluations by length and memory heatmaps."""
+    eval_examples: int = 256
+    """Examples per length in those evaluations."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints (one is always written at the end and on Ctrl-C)."""
+    device: str = "cpu"
+    """"cpu", "cuda" or "cuda:N"."""
+    threads: int = 0
+    """CPU threads for torch (0: torch's default). One thread is often fastest at small batches."""
+
+    def machine_config(self) -> MachineConfig:
+        """The model's architecture as a MachineConfig."""
+        options = {"gates": tuple(self.gates)} if self.gates else {}
+        return MachineConfig(num_registers=self.num_registers, controller=self.controller,
+                             hidden_size=self.hidden_size, **options)
+
+    def timesteps_for(self, length: int) -> int:
+        """T(n) = timesteps + ceil(timesteps_per_length * n)."""
+        return self.timesteps + math.ceil(self.timesteps_per_length * length)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first setting that is out of range."""
+        checks = [
+            (self.steps >= 0, f"steps must be >= 0, got {self.steps}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (1 <= self.min_length <= self.max_length,
+             f"need 1 <= min_length <= max_length, got {self.min_length} and {self.max_length}"),
+            (self.curriculum in ("zaremba", "fixed"), f"curriculum must be 'zaremba' or 'fixed', got {self.curriculum!r}"),
+            (self.memory_extra >= 0, f"memory_extra must be >= 0, got {self.memory_extra}"),
+            (self.timesteps >= 0 and self.timesteps_per_length >= 0 and self.timesteps_for(self.min_length) >= 1,
+             "timesteps and timesteps_per_length must be >= 0 and give at least one step"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.nan_patience >= 1, f"nan_patience must be >= 1, got {self.nan_patience}"),
+            (min(self.log_every, self.eval_every, self.checkpoint_every, self.eval_examples) >= 1,
+             "log_every, eval_every, checkpoint_every and eval_examples must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python types, for checkpoints and TensorBoard."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+        """Build a config from a mapping, rejecting unknown keys with the list of valid ones."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown setting(s) {', '.join(unknown)}; valid settings are "
+                             f"{', '.join(sorted(known))}")
+        config = cls(**values)
+        config.validate()
+        return config
+
+
+def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
+    """Read a TOML file of TrainConfig fields, then apply ``overrides`` (None values are ignored)."""
+    path = Path(path)
+    try:
+        values = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"config file {path} is not valid TOML: {error}") from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_dict(values, source=str(path))
+
+
+def default_config_path(task: str) -> Path | None:
+    """The shipped ``configs/<task>.toml`` for a task (installed as ``training.configs``), if any."""
+    path = Path(str(resources.files("training.configs").joinpath(f"{task}.toml")))
+    return path if path.exists() else None

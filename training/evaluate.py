@@ -1,0 +1,62 @@
+"""Error by input length, soft or discrete, with memory growing with the length.
+
+The per-cell error is the paper's ``1 - c/m`` (m scored cells, c of them right); an example
+counts as solved when all of its scored cells are right.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor
+
+from nram.discrete import run_discrete
+from nram.model import NRAM
+from tasks.base import Task, TaskBatch
+
+
+def cell_errors(final_memory: Tensor, batch: TaskBatch) -> tuple[Tensor, Tensor]:
+    """Per-example wrong scored cells and scored cells: integer memory ``[B, M]`` -> (``[B]``, ``[B]``)."""
+    wrong = ((final_memory != batch.target) & batch.mask).sum(1)
+    return wrong, batch.mask.sum(1)
+
+
+@torch.no_grad()
+def final_memory(model: NRAM, memory0: Tensor, steps: int, discrete: bool) -> Tensor:
+    """The integer memory a run ends with ``[B, M]``: the discrete machine's, or the argmax of
+    the soft machine's output distribution (``sum_t p_t memories[t]``)."""
+    if discrete:
+        return run_discrete(model, memory0, steps)
+    return model.output_memory(memory0, steps).argmax(-1)
+
+
+@torch.no_grad()
+def evaluate(model: NRAM, task: Task, lengths: Iterable[int], *, memory_size_for: Callable[[int], int],
+             timesteps_for: Callable[[int], int], examples: int = 1000, discrete: bool = False,
+             seed: int = 1234, batch_size: int = 500, device: torch.device | str = "cpu") -> list[dict]:
+    """Per-cell error and per-example accuracy at each length.
+
+    Every length gets ``examples`` fresh examples (seeded by ``seed`` and the length, so two
+    models see the same inputs) at memory size ``memory_size_for(n)``, run for
+    ``timesteps_for(n)`` steps. Returns one record per length: ``{"length", "memory_size",
+    "mode", "cell_error", "example_accuracy", "examples"}``.
+    """
+    was_training = model.training
+    model.eval()
+    records = []
+    for length in lengths:
+        memory_size = memory_size_for(length)
+        generator = torch.Generator().manual_seed(seed * 100_003 + length)
+        wrong_cells = scored_cells = solved = 0
+        for start in range(0, examples, batch_size):
+            batch = task.sample(min(batch_size, examples - start), length, memory_size, generator, device=device)
+            wrong, scored = cell_errors(final_memory(model, batch.memory, timesteps_for(length), discrete), batch)
+            wrong_cells += int(wrong.sum())
+            scored_cells += int(scored.sum())
+            solved += int((wrong == 0).sum())
+        records.append({"length": length, "memory_size": memory_size, "mode": "discrete" if discrete else "soft",
+                        "cell_error": wrong_cells / max(scored_cells, 1), "example_accuracy": solved / examples,
+                        "examples": examples})
+    model.train(was_training)
+    return records

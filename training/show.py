@@ -1,0 +1,45 @@
+"""A worked example in plain text: memory before and after, and the circuit at every step."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from nram.circuit import CircuitLayout
+from nram.discrete import DiscreteTrace
+from nram.gates import GATE_ARITY
+from tasks.base import TaskBatch
+
+
+def source_names(layout: CircuitLayout) -> list[str]:
+    """Names of every source a choice can pick: ``r0..r{R-1}`` then the gate names."""
+    return [f"r{r}" for r in range(layout.num_registers)] + list(layout.gates)
+
+
+def format_cells(cells: Tensor, mark: Tensor | None = None) -> str:
+    """``[M]`` integers as one line; cells where ``mark`` is True are bracketed."""
+    return " ".join(f"[{v}]" if mark is not None and mark[i] else f"{v}" for i, v in enumerate(cells.tolist()))
+
+
+def format_trace(trace: DiscreteTrace, layout: CircuitLayout, batch: TaskBatch, example: int = 0) -> str:
+    """The discrete run of one example: each step's gate calls with their values, the register
+    updates, then the final memory against the target (scored cells bracketed)."""
+    names = source_names(layout)
+    lines = [f"memory before: {format_cells(batch.memory[example])}"]
+    steps = int(trace.stop_steps[example])
+    for t in range(steps):
+        values = trace.registers[t, example].tolist() + trace.gate_outputs[t, example].tolist()
+        calls = []
+        for i, name in enumerate(layout.gates):
+            args = [names[int(trace.gate_inputs[t, example, i, k])] for k in range(GATE_ARITY[name])]
+            calls.append(f"{name}({', '.join(args)})={values[layout.num_registers + i]}")
+        updates = [f"r{r}<-{names[int(s)]}={values[int(s)]}"
+                   for r, s in enumerate(trace.register_sources[t, example].tolist())]
+        lines.append(f"step {t + 1}: " + "  ".join(calls))
+        lines.append("        " + "  ".join(updates))
+    lines.append(f"stopped after step {steps}")
+    final = trace.memories[-1, example]
+    lines.append(f"memory after:  {format_cells(final, batch.mask[example])}")
+    lines.append(f"target:        {format_cells(batch.target[example], batch.mask[example])}")
+    wrong = int(((final != batch.target[example]) & batch.mask[example]).sum())
+    lines.append(f"scored cells wrong: {wrong} of {int(batch.mask[example].sum())}")
+    return "\n".join(lines)

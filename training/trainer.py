@@ -1,0 +1,250 @@
+"""The training loop: curriculum, clipping, gradient noise, NaN guard, logs and checkpoints.
+
+One :class:`Trainer` owns one run: its model, optimizer, curriculum and three random
+generators (batches, gradient noise, and torch's global one for anything else), all of
+which go into the checkpoint, so ``--resume`` continues bit for bit where the run stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from nram.model import NRAM, rollout_loss
+from tasks import get_task
+from tasks.curriculum import FixedCurriculum, ZarembaCurriculum
+from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from training.config import TrainConfig
+from training.evaluate import cell_errors, evaluate
+from training.optim import make_optimizer
+from training.summaries import log_hparams, log_memory_heatmaps
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient was NaN or infinite for ``nan_patience`` steps in a row."""
+
+
+def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The config's optimizer over the model, with only the arguments that optimizer takes."""
+    kwargs: dict[str, Any] = {"lr": config.lr}
+    params: Any = model.parameters()
+    if config.optimizer in ("adam", "sgd"):
+        kwargs["weight_decay"] = config.weight_decay
+    if config.optimizer == "sgd":
+        kwargs["momentum"] = config.momentum
+    if config.optimizer in ("rbd", "fpd"):
+        if config.weight_decay or config.momentum:
+            raise ValueError(f"optimizer {config.optimizer!r} takes no weight_decay or momentum")
+        kwargs["seed"] = config.seed
+        params = model.named_parameters()  # names let it give every module its own directions
+    kwargs.update(config.optimizer_options)
+    try:
+        return make_optimizer(config.optimizer, params, **kwargs)
+    except TypeError as error:
+        raise ValueError(f"optimizer {config.optimizer!r}: {error}") from None
+
+
+class Trainer:
+    """Trains an NRAM on ``config.task``, writing TensorBoard events and checkpoints to ``out_dir``."""
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True):
+        config.validate()
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.device = torch.device(config.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {config.device!r} was asked for, but torch sees no CUDA device")
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.task = get_task(config.task)
+        self.memory_size = self.memory_size_for(config.max_length)
+        torch.manual_seed(config.seed)
+        self.model = NRAM(config.machine_config()).to(self.device)
+        self.optimizer = build_optimizer(config, self.model)
+        if config.curriculum == "zaremba":
+            self.curriculum = ZarembaCurriculum(config.min_length, config.max_length, threshold=config.promote_below)
+        else:
+            self.curriculum = FixedCurriculum(config.min_length, config.max_length)
+        self.data_generator = torch.Generator().manual_seed(config.seed)
+        self.noise_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        self.step = 0
+        self.counters: dict[str, float] = {"entropy_weight": config.entropy_bonus, "nan_streak": 0,
+                                           "skipped_steps": 0, "level_wrong": 0, "level_scored": 0}
+        if resume:
+            self.restore(load_checkpoint(self.checkpoint_path, map_location=self.device))
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """``out_dir/checkpoint.pt``."""
+        return self.out_dir / CHECKPOINT_NAME
+
+    def memory_size_for(self, length: int) -> int:
+        """M(n) = task.min_memory_size(n) + memory_extra: memory grows with the input."""
+        return self.task.min_memory_size(length) + self.config.memory_extra
+
+    # ---------------------------------------------------------------- checkpoints
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue the run exactly, in plain types and tensors."""
+        return {"config": self.config.to_dict(), "step": self.step, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "curriculum": self.curriculum.state_dict(),
+                "rng": {"data": self.data_generator.get_state(), "noise": self.noise_generator.get_state(),
+                        "torch": torch.get_rng_state()},
+                "trainer": dict(self.counters), "memory_size": self.memory_size}
+
+    def save(self) -> Path:
+        """Write the checkpoint; returns its path."""
+        save_checkpoint(self.checkpoint_path, self.state())
+        return self.checkpoint_path
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        """Continue from a checkpoint of the same task and architecture."""
+        saved = TrainConfig.from_dict(payload["config"], source=str(self.checkpoint_path))
+        for key in ("task", "num_registers", "gates", "controller", "hidden_size", "optimizer", "max_length",
+                    "min_length", "curriculum", "memory_extra"):
+            if getattr(saved, key) != getattr(self.config, key):
+                raise CheckpointError(f"{self.checkpoint_path} was trained with {key}={getattr(saved, key)!r}, "
+                                      f"this run has {key}={getattr(self.config, key)!r}")
+        try:
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.curriculum.load_state_dict(payload["curriculum"])
+            self.data_generator.set_state(payload["rng"]["data"])
+            self.noise_generator.set_state(payload["rng"]["noise"])
+            torch.set_rng_state(payload["rng"]["torch"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:
+            raise CheckpointError(f"{self.checkpoint_path} does not fit this model: {error}") from None
+        self.step = int(payload["step"])
+        self.counters.update(payload["trainer"])
+
+    # ---------------------------------------------------------------- one step
+    def timesteps_for(self, length: int) -> int:
+        """T(n) from the config."""
+        return self.config.timesteps_for(length)
+
+    def train_step(self, writer: SummaryWriter | None = None) -> dict[str, float]:
+        """Sample a curriculum batch, take one optimizer step (or skip it on NaN); returns its stats."""
+        config = self.config
+        lengths = self.curriculum.sample_lengths(config.batch_size, self.data_generator)
+        batch = self.task.sample_mixed(lengths, self.memory_size, self.data_generator, device=self.device)
+        steps = self.timesteps_for(int(lengths.max()))
+        rollout = self.model(batch.memory, steps, with_entropy=self.counters["entropy_weight"] > 0)
+        loss = rollout_loss(rollout, batch.target, batch.mask, config.log_eps)
+        objective = loss
+        if rollout.choice_entropy is not None:
+            objective = loss - self.counters["entropy_weight"] * rollout.choice_entropy.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        grad_norm = self._clip_and_perturb()
+        finite = math.isfinite(loss.item()) and math.isfinite(grad_norm)
+        if finite:
+            self.optimizer.step()
+            self.counters["nan_streak"] = 0
+        else:
+            self.counters["nan_streak"] += 1
+            self.counters["skipped_steps"] += 1
+            if self.counters["nan_streak"] >= config.nan_patience:
+                raise TrainingDiverged(
+                    f"loss or gradient was NaN/inf for {config.nan_patience} steps in a row (step {self.step}); "
+                    f"try a lower lr (now {config.lr}), stronger clipping or a larger log_eps. The last good "
+                    f"checkpoint is {self.checkpoint_path}")
+        self.counters["entropy_weight"] *= config.entropy_decay
+        with torch.no_grad():
+            wrong, scored = cell_errors(rollout.output_memory().argmax(-1), batch)
+            at_level = lengths.to(self.device) == self.curriculum_level
+            self.counters["level_wrong"] += int(wrong[at_level].sum())
+            self.counters["level_scored"] += int(scored[at_level].sum())
+        self.step += 1
+        return {"loss": loss.item(), "cell_error": float(wrong.sum() / scored.sum()), "grad_norm": grad_norm,
+                "skipped": 0.0 if finite else 1.0}
+
+    @property
+    def curriculum_level(self) -> int:
+        """The curriculum's current level (the longest length for a fixed curriculum)."""
+        return getattr(self.curriculum, "level", self.config.max_length)
+
+    def _clip_and_perturb(self) -> float:
+        """Clip elementwise, then by norm; add annealed Gaussian noise. Returns the norm before clipping."""
+        config = self.config
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if config.clip_value > 0:
+            torch.nn.utils.clip_grad_value_(params, config.clip_value)
+        norm = torch.nn.utils.clip_grad_norm_(params, config.clip_norm if config.clip_norm > 0 else math.inf)
+        if config.gradient_noise > 0:
+            std = math.sqrt(config.gradient_noise / (1 + self.step) ** 0.55)
+            for p in params:
+                p.grad.add_(torch.randn(p.shape, generator=self.noise_generator, device=p.device, dtype=p.dtype),
+                            alpha=std)
+        return norm.item()
+
+    def _update_curriculum(self) -> None:
+        scored = self.counters["level_scored"]
+        if scored:
+            self.curriculum.update(self.counters["level_wrong"] / scored)
+        self.counters["level_wrong"] = self.counters["level_scored"] = 0
+
+    # ---------------------------------------------------------------- the loop
+    def evaluate(self, lengths: list[int], discrete: bool = False, examples: int | None = None) -> list[dict]:
+        """Error by length at memory size M(n) and T(n) steps (see :func:`training.evaluate.evaluate`)."""
+        return evaluate(self.model, self.task, lengths, memory_size_for=self.memory_size_for,
+                        timesteps_for=self.timesteps_for, examples=examples or self.config.eval_examples,
+                        discrete=discrete, seed=self.config.seed, device=self.device)
+
+    def eval_lengths(self) -> list[int]:
+        """Training lengths plus 2x the longest one: what the periodic evaluation reports."""
+        return list(range(self.config.min_length, self.config.max_length + 1)) + [2 * self.config.max_length]
+
+    def train(self) -> list[dict]:
+        """Run until ``config.steps``; returns the final evaluation. Ctrl-C saves a checkpoint first."""
+        config = self.config
+        writer = SummaryWriter(log_dir=str(self.out_dir))
+        bar = tqdm(total=config.steps, initial=self.step, desc=f"{config.task} seed {config.seed}",
+                   disable=not self.progress, dynamic_ncols=True)
+        try:
+            while self.step < config.steps:
+                stats = self.train_step()
+                bar.update(1)
+                if self.step % config.log_every == 0 or self.step == config.steps:
+                    self._update_curriculum()
+                    self._log_scalars(writer, stats)
+                    bar.set_postfix(loss=f"{stats['loss']:.3f}", err=f"{stats['cell_error']:.3f}",
+                                    level=self.curriculum_level)
+                if self.step % config.eval_every == 0:
+                    self._log_evaluation(writer)
+                if self.step % config.checkpoint_every == 0:
+                    self.save()
+        except KeyboardInterrupt:
+            bar.close()
+            writer.close()
+            print(f"\ninterrupted at step {self.step}; checkpoint saved to {self.save()}")
+            raise
+        bar.close()
+        final = self._log_evaluation(writer)
+        log_hparams(writer, config, final)
+        writer.close()
+        self.save()
+        return final
+
+    def _log_scalars(self, writer: SummaryWriter, stats: dict[str, float]) -> None:
+        writer.add_scalar("train/loss", stats["loss"], self.step)
+        writer.add_scalar("train/cell_error", stats["cell_error"], self.step)
+        writer.add_scalar("train/grad_norm", stats["grad_norm"], self.step)
+        writer.add_scalar("train/skipped_steps", self.counters["skipped_steps"], self.step)
+        writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
+        writer.add_scalar("curriculum/level", self.curriculum_level, self.step)
+
+    def _log_evaluation(self, writer: SummaryWriter) -> list[dict]:
+        records = self.evaluate(self.eval_lengths())
+        for record in records:
+            writer.add_scalar(f"eval/cell_error_length_{record['length']}", record["cell_error"], self.step)
+        log_memory_heatmaps(writer, self.model, self.task, self.config, self.memory_size_for, self.step,
+                            self.device)
+        writer.flush()
+        return records
