@@ -112,7 +112,7 @@ def padded_readout(readout: nn.Linear, padding_index: Tensor) -> tuple[Tensor, T
     """
     weight = torch.cat([readout.weight, readout.weight.new_zeros(1, readout.in_features)])
     bias = torch.cat([readout.bias, readout.bias.new_full((1,), float("-inf"))])
-    return weight[padding_index], bias[padding_index]
+    return weight.index_select(0, padding_index), bias.index_select(0, padding_index)
 
 
 def split_padded_logits(padded: Tensor, layout: CircuitLayout) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,98 @@
+"""Train every task over several seeds with the shipped configs and write a Table-1-like report.
+
+    python scripts/reproduce_table.py                       # all tasks, seeds 0 1 2 -> docs/results.md
+    python scripts/reproduce_table.py --tasks access copy --seeds 0 1 --device cuda
+
+For each task: training lengths, train error (soft, at the training lengths), soft error at 2x
+and 4x the longest training length, discrete error at 4x, seeds solved (train error 0 and
+at most 1% discrete error at 4x) and wall time. Errors are per cell; the median over seeds
+is shown with the range. The records behind the table go to ``docs/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from tasks import TASK_NAMES
+from training.config import default_config_path, load_config
+from training.trainer import Trainer
+
+SOLVED_ERROR = 0.01
+
+
+def train_and_evaluate(task: str, seed: int, device: str, out_root: Path, examples: int) -> dict:
+    """Train one seed from scratch and measure it at 1x (all training lengths), 2x and 4x."""
+    config = load_config(default_config_path(task), seed=seed, device=device)
+    out = out_root / f"{task}-seed{seed}"
+    if (out / "checkpoint.pt").exists():
+        raise SystemExit(f"{out} already holds a run: remove it or choose another --out")
+    start = time.perf_counter()
+    trainer = Trainer(config, out, progress=False)
+    trainer.train()
+    seconds = time.perf_counter() - start
+    longest = config.max_length
+    train_lengths = list(range(config.min_length, longest + 1))
+    soft = trainer.evaluate(train_lengths + [2 * longest, 4 * longest], examples=examples)
+    discrete = trainer.evaluate([longest, 2 * longest, 4 * longest], discrete=True, examples=examples)
+    train_error = sum(r["cell_error"] for r in soft[:len(train_lengths)]) / len(train_lengths)
+    return {"task": task, "seed": seed, "train_lengths": [config.min_length, longest], "steps": config.steps,
+            "seconds": round(seconds, 1), "train_error": train_error, "soft": soft, "discrete": discrete,
+            "solved": train_error == 0 and discrete[-1]["cell_error"] <= SOLVED_ERROR}
+
+
+def summary(values: list[float]) -> str:
+    """Median over seeds with the range, as percentages."""
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
+    return f"{100 * statistics.median(values):.1f} ({100 * min(values):.1f}-{100 * max(values):.1f})"
+
+
+def markdown(records: list[dict], device: str) -> str:
+    lines = ["# Results: error by length (per cell, %)", "",
+             f"Produced by `scripts/reproduce_table.py` on {device}; median over seeds (range). "
+             "A seed is solved when its train error is 0 and its discrete error at 4x the longest "
+             "training length is at most 1%.", "",
+             "| task | train lengths | train error | 2x (soft) | 4x (soft) | 4x (discrete) | seeds solved | wall time per seed |",
+             "|---|---|---|---|---|---|---|---|"]
+    for task in dict.fromkeys(r["task"] for r in records):
+        runs = [r for r in records if r["task"] == task]
+        low, high = runs[0]["train_lengths"]
+        lines.append(
+            f"| {task} | {low}-{high} | {summary([r['train_error'] for r in runs])} "
+            f"| {summary([r['soft'][-2]['cell_error'] for r in runs])} "
+            f"| {summary([r['soft'][-1]['cell_error'] for r in runs])} "
+            f"| {summary([r['discrete'][-1]['cell_error'] for r in runs])} "
+            f"| {sum(r['solved'] for r in runs)}/{len(runs)} "
+            f"| {statistics.median(r['seconds'] for r in runs):.0f} s |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=list(TASK_NAMES), choices=TASK_NAMES)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--examples", type=int, default=1000, help="evaluation examples per length")
+    parser.add_argument("--out", default="runs/reproduce", help="where the runs go")
+    parser.add_argument("--report", default="docs/results.md")
+    args = parser.parse_args()
+    records = []
+    for task in args.tasks:
+        for seed in args.seeds:
+            record = train_and_evaluate(task, seed, args.device, Path(args.out), args.examples)
+            records.append(record)
+            print(f"{task} seed {seed}: train error {record['train_error']:.4f}, "
+                  f"4x discrete {record['discrete'][-1]['cell_error']:.4f}, {record['seconds']:.0f} s", flush=True)
+    report = Path(args.report)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(markdown(records, args.device))
+    report.with_suffix(".json").write_text(json.dumps(records, indent=1))
+    print(report.read_text())
+
+
+if __name__ == "__main__":
+    main()
