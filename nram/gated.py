@@ -66,8 +66,8 @@ class GatedMLP(nn.Module):
         sizes = [input_size] + [hidden_size] * num_hidden
         self.layers = nn.ModuleList([nn.Linear(a, b, bias=bias) for a, b in zip(sizes[:-1], sizes[1:])]
                                     + [nn.Linear(hidden_size, output_size, bias=bias)])
-        self.gating_layers = nn.ModuleList(
-            [nn.Linear(a, b, bias=bias) for a, b in zip(sizes[:-1], sizes[1:])] if gating == "decoupled" else [])
+        gating_sizes = zip(sizes[:-1], sizes[1:]) if gating == "decoupled" else []
+        self.gating_layers = nn.ModuleList([nn.Linear(a, b, bias=bias) for a, b in gating_sizes])
         self.gating_layers.requires_grad_(adaptive)
 
     @property
@@ -81,29 +81,43 @@ class GatedMLP(nn.Module):
             return (q > 0).to(q.dtype)
         return (1.0 + self.eps) * torch.sigmoid(self.beta * q)
 
-    def _run(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Output ``[..., output_size]`` and the gates ``G_1..G_L``, each ``[..., H]``."""
+    def _hidden(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The last hidden layer ``z_L [..., H]`` and the gates ``G_1..G_L``, each ``[..., H]``."""
         gates, f = [], x
-        for l in range(self.num_hidden):
-            q = self.layers[l](x)
+        for i in range(self.num_hidden):
+            q = self.layers[i](x)
             if self.gating == "decoupled":
-                r = self.gating_layers[l](f)
+                r = self.gating_layers[i](f)
                 g = self.gate(r)
                 f = r * g
             else:
                 g = self.gate(q)
             x = q * g
             gates.append(g)
-        return self.layers[-1](x), gates
+        return x, gates
+
+    @property
+    def readout(self) -> nn.Linear:
+        """The output layer ``layers[-1]`` (hidden -> output)."""
+        return self.layers[-1]
+
+    def features(self, x: Tensor) -> Tensor:
+        """The last hidden layer ``z_L``: ``x: [..., input_size] -> [..., H]``."""
+        return self._hidden(x)[0]
+
+    def readout_weight(self) -> tuple[Tensor, Tensor | None]:
+        """``(weight [output, H], bias [output])``, so that
+        ``forward(x) == F.linear(features(x), *readout_weight())``."""
+        return self.readout.weight, self.readout.bias
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: [..., input_size] -> [..., output_size]``."""
-        return self._run(x)[0]
+        return self.readout(self.features(x))
 
     @torch.no_grad()
     def gate_values(self, x: Tensor) -> list[Tensor]:
         """The gates ``G_l`` for input ``x [..., input_size]``: a list of L tensors ``[..., H]``, no grad."""
-        return self._run(x)[1]
+        return self._hidden(x)[1]
 
     @torch.no_grad()
     def load_gating(self, source: nn.Module | Mapping[str, Tensor]) -> None:

@@ -30,7 +30,8 @@ whether the pattern is per minibatch or per example, and in what is computed.
 
 Both MLPs name their layers ``layers.0 .. layers.L`` with ``nn.Linear`` weights, so their
 state dicts are interchangeable with each other and with a plain MLP laid out the same way;
-in eval mode both are that plain ReLU MLP.
+in eval mode both are that plain ReLU MLP. Both split as ``forward(x) = F.linear(features(x),
+*readout_weight())`` for callers that rearrange the output layer themselves.
 """
 
 from __future__ import annotations
@@ -168,6 +169,20 @@ class _DropoutMLP(nn.Module):
         self.layers = nn.ModuleList([linear(a, b, p) for a, b in zip(sizes[:-1], sizes[1:])]
                                     + [linear(hidden_size, output_size, 0.0)])
 
+    @property
+    def readout(self) -> nn.Linear:
+        """The output layer ``layers[-1]`` (hidden -> output)."""
+        return self.layers[-1]
+
+    def readout_weight(self) -> tuple[Tensor, Tensor | None]:
+        """``(weight [output, h], bias [output])`` that map :meth:`features` to the output:
+        ``forward(x) == F.linear(features(x), *readout_weight())``."""
+        return self.readout.weight, self.readout.bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: [..., input_size] -> [..., output_size]``."""
+        return F.linear(self.features(x), *self.readout_weight())
+
 
 class BatchwiseDropoutMLP(_DropoutMLP):
     """ReLU MLP with batchwise dropout (rate ``p``) after every hidden layer; compact activations.
@@ -187,12 +202,25 @@ class BatchwiseDropoutMLP(_DropoutMLP):
         for layer in self.layers:
             layer.resample(generator)
 
-    def forward(self, x: Tensor) -> Tensor:
+    @property
+    def hidden_keep(self) -> Tensor | None:
+        """The columns :meth:`features` returns: the last hidden layer's kept units in training
+        mode, None (all H) in eval mode or for ``p = 0``."""
+        return self.layers[-2].keep if self.training else None
+
+    def features(self, x: Tensor) -> Tensor:
+        """Last hidden layer: ``[..., k]`` (units :attr:`hidden_keep`) in training, ``[..., H]`` in eval."""
         keep = None
         for layer in self.layers[:-1]:
             x = torch.relu(layer(x, keep))
             keep = layer.keep if self.training else None
-        return self.layers[-1](x, keep)
+        return x
+
+    def readout_weight(self) -> tuple[Tensor, Tensor | None]:
+        """``(s W_out[:, hidden_keep] [output, k], b_out)`` in training (cached per pattern),
+        ``(W_out, b_out)`` otherwise."""
+        keep = self.hidden_keep
+        return super().readout_weight() if keep is None else self.readout.submatrix(keep)
 
 
 class SamplewiseDropoutMLP(_DropoutMLP):
@@ -223,7 +251,8 @@ class SamplewiseDropoutMLP(_DropoutMLP):
         self._generator = None
         return list((keep.to(like.device, like.dtype) / (1.0 - self.p)).unbind(0))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def features(self, x: Tensor) -> Tensor:
+        """Last hidden layer, masked in training: ``[..., H]``."""
         if self.training and self.p > 0:
             if not self._drawn:
                 raise RuntimeError("no dropout pattern drawn: call resample() before the rollout")
@@ -236,4 +265,4 @@ class SamplewiseDropoutMLP(_DropoutMLP):
             x = torch.relu(layer(x))
             if self.training and self.p > 0:
                 x = x * self._masks[i]
-        return self.layers[-1](x)
+        return x
