@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from nram.gates import GATE_ARITY, GATE_NAMES, check_gate_name
 
@@ -103,15 +103,15 @@ class CircuitLayout:
         return list(self.slot_widths) + [2]
 
 
-def padded_readout(readout: nn.Linear, padding_index: Tensor) -> tuple[Tensor, Tensor]:
-    """The controller's read-out layer rearranged to emit padded logits directly.
+def padded_readout(weight: Tensor, bias: Tensor, padding_index: Tensor) -> tuple[Tensor, Tensor]:
+    """The controller's read-out (``weight [num_logits, H]``, ``bias``) rearranged to emit padded logits.
 
     Returns ``(weight [P, H], bias [P])`` with ``P = num_slots * (R + Q) + 1``: rows of missing
     options are zero with bias ``-inf``. Built once per rollout, so each timestep's logits are a
-    single ``addmm`` (and gradients still reach ``readout``).
+    single ``addmm`` (and gradients still reach the read-out).
     """
-    weight = torch.cat([readout.weight, readout.weight.new_zeros(1, readout.in_features)])
-    bias = torch.cat([readout.bias, readout.bias.new_full((1,), float("-inf"))])
+    weight = torch.cat([weight, weight.new_zeros(1, weight.shape[1])])
+    bias = torch.cat([bias, bias.new_full((1,), float("-inf"))])
     return weight.index_select(0, padding_index), bias.index_select(0, padding_index)
 
 

@@ -6,9 +6,10 @@ state, and emits every choice logit plus the stop logit (``[B, num_logits]``, la
 trained at M = 8 run unchanged at M = 64.
 
 Every controller has ``initial_state(batch_size, device)``, ``features(inputs, state) ->
-(hidden [B, H], state)`` and a linear ``readout`` from hidden to logits; ``forward`` is the
-two together. The machine uses them apart to rearrange the read-out once per rollout
-(:func:`nram.circuit.padded_readout`).
+(hidden [B, H], state)`` and ``readout_weight() -> (weight, bias)``, the linear map from
+hidden to logits; ``forward`` is the two together. The machine uses them apart to rearrange
+the read-out once per rollout (:func:`nram.circuit.padded_readout`). Controllers with
+dropout also have ``resample(generator)``, which draws the dropout pattern for a rollout.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-CONTROLLER_KINDS = ("mlp", "lstm")
+from nram.gated import GatedMLP
+from nram.layers import BatchwiseDropoutMLP, SamplewiseDropoutMLP
+
+CONTROLLER_KINDS = ("mlp", "lstm", "gated")
+DROPOUT_KINDS = ("none", "batchwise", "samplewise")
 
 
 class MLPController(nn.Module):
@@ -45,6 +50,10 @@ class MLPController(nn.Module):
         """inputs ``[B, R]`` -> (last hidden layer ``[B, H]``, None)."""
         return self.body(inputs), None
 
+    def readout_weight(self) -> tuple[Tensor, Tensor]:
+        """``(weight [num_logits, H], bias [num_logits])`` of the read-out."""
+        return self.readout.weight, self.readout.bias
+
     def forward(self, inputs: Tensor, state: None = None) -> tuple[Tensor, None]:
         """inputs ``[B, R]`` -> (logits ``[B, num_logits]``, None)."""
         return self.readout(self.body(inputs)), None
@@ -70,17 +79,77 @@ class LSTMController(nn.Module):
         h, c = self.cell(inputs, state)
         return h, (h, c)
 
+    def readout_weight(self) -> tuple[Tensor, Tensor]:
+        """``(weight [num_logits, H], bias [num_logits])`` of the read-out."""
+        return self.readout.weight, self.readout.bias
+
     def forward(self, inputs: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """inputs ``[B, R]``, state ``(h, c)`` -> (logits ``[B, num_logits]``, new state)."""
         h, state = self.features(inputs, state)
         return self.readout(h), state
 
 
+class FeedForwardController(nn.Module):
+    """A stateless controller around a network with ``features``, ``readout_weight`` and
+    ``readout`` (a dropout MLP from :mod:`nram.layers` or a :class:`nram.gated.GatedMLP`).
+
+    In training mode a batchwise-dropout network's features are compact (only the kept
+    units), and ``readout_weight`` returns the matching columns, so the machine never
+    computes a dropped unit.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    @property
+    def readout(self) -> nn.Linear:
+        """The network's output layer."""
+        return self.net.readout
+
+    def readout_weight(self) -> tuple[Tensor, Tensor]:
+        """``(weight, bias)`` mapping :meth:`features` to the logits."""
+        return self.net.readout_weight()
+
+    def resample(self, generator: torch.Generator | None = None) -> None:
+        """Draw a new dropout pattern (kept for every timestep until the next call), if any."""
+        if hasattr(self.net, "resample"):
+            self.net.resample(generator)
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> None:
+        """A feed-forward controller carries no state."""
+        return None
+
+    def features(self, inputs: Tensor, state: None = None) -> tuple[Tensor, None]:
+        """inputs ``[B, R]`` -> (hidden features ``[B, H or kept]``, None)."""
+        return self.net.features(inputs), None
+
+    def forward(self, inputs: Tensor, state: None = None) -> tuple[Tensor, None]:
+        """inputs ``[B, R]`` -> (logits ``[B, num_logits]``, None)."""
+        return self.net(inputs), None
+
+
 def make_controller(kind: str, input_size: int, output_size: int, hidden_size: int = 64,
+                    dropout: str = "none", dropout_p: float = 0.5, num_layers: int = 2,
                     **options: Any) -> nn.Module:
-    """Build a controller of the given kind (see :data:`CONTROLLER_KINDS`)."""
-    if kind == "mlp":
-        return MLPController(input_size, output_size, hidden_size, **options)
+    """Build a controller (see :data:`CONTROLLER_KINDS`, :data:`DROPOUT_KINDS`).
+
+    ``"mlp"`` with dropout wraps a dropout MLP of rate ``dropout_p``; ``"gated"`` passes
+    ``options`` (gating, beta, eps, adaptive) to :class:`nram.gated.GatedMLP`.
+    """
+    if kind not in CONTROLLER_KINDS:
+        raise ValueError(f"unknown controller {kind!r}; valid controllers are {', '.join(CONTROLLER_KINDS)}")
+    if dropout not in DROPOUT_KINDS:
+        raise ValueError(f"unknown dropout {dropout!r}; valid: {', '.join(DROPOUT_KINDS)}")
+    if dropout != "none" and kind != "mlp":
+        raise ValueError(f"dropout={dropout!r} is available for the mlp controller only, not {kind!r}")
     if kind == "lstm":
         return LSTMController(input_size, output_size, hidden_size, **options)
-    raise ValueError(f"unknown controller {kind!r}; valid controllers are {', '.join(CONTROLLER_KINDS)}")
+    if kind == "gated":
+        return FeedForwardController(GatedMLP(input_size, hidden_size, output_size, num_hidden=num_layers,
+                                              **options))
+    if dropout == "none":
+        return MLPController(input_size, output_size, hidden_size, num_layers=num_layers, **options)
+    network = BatchwiseDropoutMLP if dropout == "batchwise" else SamplewiseDropoutMLP
+    return FeedForwardController(network(input_size, hidden_size, output_size, num_hidden=num_layers,
+                                         p=dropout_p, **options))

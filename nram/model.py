@@ -35,11 +35,15 @@ class MachineConfig:
     gates: tuple[str, ...] = GATE_NAMES
     """The gates, a subset of GATE_NAMES in paper order."""
     controller: str = "mlp"
-    """Controller kind: "mlp" (2 hidden ReLU layers) or "lstm"."""
+    """Controller kind: "mlp" (2 hidden ReLU layers), "lstm" or "gated" (deep gated network)."""
     hidden_size: int = 64
     """Width of the controller's hidden layers."""
+    dropout: str = "none"
+    """Dropout in the mlp controller: "none", "batchwise" (one pattern per rollout) or "samplewise"."""
+    dropout_p: float = 0.5
+    """Dropout rate."""
     controller_options: dict[str, Any] = field(default_factory=dict)
-    """Extra keyword arguments for the controller (e.g. num_layers for "mlp")."""
+    """Extra keyword arguments for the controller, e.g. {"gating": "soft", "beta": 4.0} for "gated"."""
 
     def __post_init__(self) -> None:
         self.gates = tuple(self.gates)
@@ -104,6 +108,7 @@ class NRAM(nn.Module):
         self.layout = CircuitLayout(self.config.num_registers, self.config.gates)
         self.controller = make_controller(self.config.controller, self.config.num_registers,
                                           self.layout.num_logits, self.config.hidden_size,
+                                          dropout=self.config.dropout, dropout_p=self.config.dropout_p,
                                           **self.config.controller_options)
         self.register_buffer("padding_index", self.layout.padding_index(), persistent=False)
 
@@ -146,7 +151,7 @@ class NRAM(nn.Module):
 
     def padded_readout(self) -> tuple[Tensor, Tensor]:
         """The controller's read-out rearranged to emit padded choice logits (see nram.circuit)."""
-        return padded_readout(self.controller.readout, self.padding_index)
+        return padded_readout(*self.controller.readout_weight(), self.padding_index)
 
     def _unroll(self, memory0: Tensor, steps: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         """Yield ``(memory [B, M, M], stop logit [B], choice weights [B, slots, R+Q])`` per step."""

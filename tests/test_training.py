@@ -141,3 +141,36 @@ def test_bad_config_gives_a_clear_error(tmp_path, capsys, content, message):
 def test_unknown_task_on_the_command_line(tmp_path, capsys):
     assert main(["train", "--task", "sorting", "--out", str(tmp_path)]) == 2
     assert "unknown task 'sorting'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("settings", [
+    dict(dropout="batchwise", dropout_p=0.5, hidden_size=32),
+    dict(dropout="samplewise", dropout_p=0.25, hidden_size=32),
+    dict(controller="gated", controller_options={"gating": "soft", "beta": 4.0}),
+    dict(controller="gated", controller_options={"gating": "decoupled", "adaptive": False}),
+])
+def test_dropout_and_gated_controllers_train_log_and_resume_exactly(tmp_path, settings):
+    config = dict(SMALL, **settings)
+    straight = Trainer(TrainConfig(**config, steps=6), tmp_path / "straight", progress=False)
+    straight.train()
+    Trainer(TrainConfig(**config, steps=3), tmp_path / "split", progress=False).train()
+    resumed = Trainer(TrainConfig(**config, steps=6), tmp_path / "split", resume=True, progress=False)
+    resumed.train()
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    events = EventAccumulator(str(tmp_path / "straight"))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    assert any(tag.startswith("chaos/J/") for tag in scalars)
+    assert ("gates/flipped_fraction" in scalars) == (settings.get("controller") == "gated")
+
+
+def test_frozen_gates_do_not_move_during_training(tmp_path):
+    config = dict(SMALL, controller="gated", controller_options={"gating": "decoupled", "adaptive": False})
+    trainer = Trainer(TrainConfig(**config, steps=5), tmp_path, progress=False)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    after = trainer.model.state_dict()
+    gating = [k for k in before if "gating" in k]
+    assert gating and all(torch.equal(before[k], after[k]) for k in gating)
+    assert not all(torch.equal(before[k], after[k]) for k in before if k not in gating)

@@ -55,9 +55,15 @@ class TrainConfig:
     gates: list[str] = field(default_factory=list)
     """The gates, in paper order; empty means all 14."""
     controller: str = "mlp"
-    """Controller kind: "mlp" or "lstm"."""
+    """Controller kind: "mlp", "lstm" or "gated" (deep gated network)."""
     hidden_size: int = 64
     """Width of the controller's hidden layers."""
+    dropout: str = "none"
+    """Dropout in the mlp controller: "none", "batchwise" (Graham et al. 2015: one pattern per rollout) or "samplewise"."""
+    dropout_p: float = 0.5
+    """Dropout rate."""
+    controller_options: dict[str, Any] = field(default_factory=dict)
+    """Extra controller arguments, e.g. {"gating": "decoupled", "adaptive": false} for "gated"."""
 
     optimizer: str = "adam"
     """"adam", "sgd", "rbd" (random-bases descent) or "fpd" (fixed-projection descent)."""
@@ -101,7 +107,8 @@ class TrainConfig:
         """The model's architecture as a MachineConfig."""
         options = {"gates": tuple(self.gates)} if self.gates else {}
         return MachineConfig(num_registers=self.num_registers, controller=self.controller,
-                             hidden_size=self.hidden_size, **options)
+                             hidden_size=self.hidden_size, dropout=self.dropout, dropout_p=self.dropout_p,
+                             controller_options=dict(self.controller_options), **options)
 
     def timesteps_for(self, length: int) -> int:
         """T(n) = timesteps + ceil(timesteps_per_length * n)."""

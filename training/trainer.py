@@ -20,6 +20,7 @@ from tasks import get_task
 from tasks.curriculum import FixedCurriculum, ZarembaCurriculum
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
+from training.diagnostics import GateAdaptation, log_order_parameters
 from training.evaluate import cell_errors, evaluate
 from training.optim import make_optimizer
 from training.summaries import log_hparams, log_memory_heatmaps
@@ -29,6 +30,15 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient was NaN or infinite for ``nan_patience`` steps in a row."""
+
+
+def gate_probes(config: TrainConfig, device: torch.device, count: int = 256) -> torch.Tensor:
+    """Fixed controller inputs ``[count, R]`` for :class:`GateAdaptation`: register is-zero
+    probabilities, half of them exact 0/1 flags (what a sharp machine shows), half soft."""
+    generator = torch.Generator().manual_seed(config.seed + 3)
+    flags = torch.randint(0, 2, (count // 2, config.num_registers), generator=generator).float()
+    soft = torch.rand(count - count // 2, config.num_registers, generator=generator)
+    return torch.cat([flags, soft]).to(device)
 
 
 def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -75,6 +85,9 @@ class Trainer:
             self.curriculum = FixedCurriculum(config.min_length, config.max_length)
         self.data_generator = torch.Generator().manual_seed(config.seed)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        self.dropout_generator = torch.Generator(device=self.device).manual_seed(config.seed + 2)
+        self.gate_monitor = GateAdaptation(self.model, gate_probes(config, self.device)) \
+            if config.controller == "gated" else None
         self.step = 0
         self.counters: dict[str, float] = {"entropy_weight": config.entropy_bonus, "nan_streak": 0,
                                            "skipped_steps": 0, "level_wrong": 0, "level_scored": 0}
@@ -96,8 +109,9 @@ class Trainer:
         return {"config": self.config.to_dict(), "step": self.step, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "curriculum": self.curriculum.state_dict(),
                 "rng": {"data": self.data_generator.get_state(), "noise": self.noise_generator.get_state(),
-                        "torch": torch.get_rng_state()},
-                "trainer": dict(self.counters), "memory_size": self.memory_size}
+                        "dropout": self.dropout_generator.get_state(), "torch": torch.get_rng_state()},
+                "trainer": dict(self.counters), "memory_size": self.memory_size,
+                "gate_monitor": self.gate_monitor.state_dict() if self.gate_monitor else {}}
 
     def save(self) -> Path:
         """Write the checkpoint; returns its path."""
@@ -107,8 +121,8 @@ class Trainer:
     def restore(self, payload: dict[str, Any]) -> None:
         """Continue from a checkpoint of the same task and architecture."""
         saved = TrainConfig.from_dict(payload["config"], source=str(self.checkpoint_path))
-        for key in ("task", "num_registers", "gates", "controller", "hidden_size", "optimizer", "max_length",
-                    "min_length", "curriculum", "memory_extra"):
+        for key in ("task", "num_registers", "gates", "controller", "hidden_size", "dropout", "controller_options",
+                    "optimizer", "max_length", "min_length", "curriculum", "memory_extra"):
             if getattr(saved, key) != getattr(self.config, key):
                 raise CheckpointError(f"{self.checkpoint_path} was trained with {key}={getattr(saved, key)!r}, "
                                       f"this run has {key}={getattr(self.config, key)!r}")
@@ -118,7 +132,10 @@ class Trainer:
             self.curriculum.load_state_dict(payload["curriculum"])
             self.data_generator.set_state(payload["rng"]["data"])
             self.noise_generator.set_state(payload["rng"]["noise"])
+            self.dropout_generator.set_state(payload["rng"]["dropout"])
             torch.set_rng_state(payload["rng"]["torch"])
+            if self.gate_monitor:
+                self.gate_monitor.load_state_dict(payload["gate_monitor"])
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
             raise CheckpointError(f"{self.checkpoint_path} does not fit this model: {error}") from None
         self.step = int(payload["step"])
@@ -135,6 +152,8 @@ class Trainer:
         lengths = self.curriculum.sample_lengths(config.batch_size, self.data_generator)
         batch = self.task.sample_mixed(lengths, self.memory_size, self.data_generator, device=self.device)
         steps = self.timesteps_for(int(lengths.max()))
+        if hasattr(self.model.controller, "resample"):
+            self.model.controller.resample(self.dropout_generator)
         rollout = self.model(batch.memory, steps, with_entropy=self.counters["entropy_weight"] > 0)
         loss = rollout_loss(rollout, batch.target, batch.mask, config.log_eps)
         objective = loss
@@ -239,12 +258,17 @@ class Trainer:
         writer.add_scalar("train/skipped_steps", self.counters["skipped_steps"], self.step)
         writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
         writer.add_scalar("curriculum/level", self.curriculum_level, self.step)
+        log_order_parameters(writer, self.model.controller, self.step)
+        if self.gate_monitor:
+            self.gate_monitor.log(writer, self.step)
 
     def _log_evaluation(self, writer: SummaryWriter) -> list[dict]:
         records = self.evaluate(self.eval_lengths())
         for record in records:
             writer.add_scalar(f"eval/cell_error_length_{record['length']}", record["cell_error"], self.step)
+        self.model.eval()
         log_memory_heatmaps(writer, self.model, self.task, self.config, self.memory_size_for, self.step,
                             self.device)
+        self.model.train()
         writer.flush()
         return records

@@ -1,0 +1,38 @@
+"""``make_optimizer``: one entry point for the optimizers ``nram train --optimizer`` offers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+from .random_bases import FixedProjectionDescent, RandomBasesDescent
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "rbd": RandomBasesDescent,
+    "fpd": FixedProjectionDescent,
+}
+OPTIMIZER_NAMES: tuple[str, ...] = tuple(OPTIMIZERS)
+
+
+def make_optimizer(name: str, params: Iterable[Any], **kwargs: Any) -> Optimizer:
+    """Build optimizer ``name`` over ``params`` with keyword arguments ``kwargs``.
+
+    ``"sgd"`` and ``"adam"`` are torch's own classes; ``"rbd"`` is
+    :class:`RandomBasesDescent`, ``"fpd"`` :class:`FixedProjectionDescent`. ``params`` is
+    anything torch optimizers take: parameters, ``(name, parameter)`` pairs or param groups.
+    For ``"rbd"``/``"fpd"`` with per-module compartments (their default) pass names::
+
+        make_optimizer("rbd", model.named_parameters(), lr=1.0, dims=250)
+        make_optimizer("rbd", model.parameters(), lr=1.0, compartments=module_compartments(model))
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`OPTIMIZER_NAMES` (the message lists them).
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZER_NAMES)}")
+    return OPTIMIZERS[name](params, **kwargs)
