@@ -174,3 +174,16 @@ def test_frozen_gates_do_not_move_during_training(tmp_path):
     gating = [k for k in before if "gating" in k]
     assert gating and all(torch.equal(before[k], after[k]) for k in gating)
     assert not all(torch.equal(before[k], after[k]) for k in before if k not in gating)
+
+
+def test_chaos_sweep_writes_a_phase_diagram_and_recommends_weight_decay(tmp_path, capsys):
+    config = write_config(tmp_path / "access.toml")
+    out = tmp_path / "chaos"
+    assert main(["chaos", "--task", "access", "--config", config, "--lrs", "0.05,0.5", "--weight-decays", "0,0.01",
+                 "--steps", "6", "--every", "2", "--out", str(out)]) == 0
+    assert (out / "phase.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((out / "phase.json").read_text())
+    assert {(r["lr"], r["weight_decay"]) for r in report["records"]} == {(0.05, 0), (0.5, 0), (0.05, 0.01), (0.5, 0.01)}
+    assert all(r["steps"] == [0, 2, 4, 6] and len(r["J_trajectory"]) == 4 for r in report["records"])
+    assert set(report["recommended_weight_decay"]) == {"0.05", "0.5"}
+    assert "recommended weight decay at lr 0.05" in capsys.readouterr().out

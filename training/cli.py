@@ -3,6 +3,7 @@
     nram train --task copy [--config FILE] [--steps N] [--seed S] [--device D] [--out DIR] [--resume]
     nram eval --checkpoint DIR/checkpoint.pt --lengths 5,10,20 [--discrete] [--json FILE]
     nram run --checkpoint DIR/checkpoint.pt --length 8
+    nram chaos --task copy [--lrs 0.01,0.1] [--weight-decays 0,1e-3] [--steps 300]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 from nram.discrete import trace_discrete
 from tasks import TASK_NAMES, get_task
+from training.chaos_sweep import sweep
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.config import TrainConfig, default_config_path, load_config
 from training.evaluate import evaluate
@@ -105,6 +107,33 @@ def command_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_chaos(args: argparse.Namespace) -> int:
+    lrs, decays = parse_floats(args.lrs, "--lrs"), parse_floats(args.weight_decays, "--weight-decays")
+    path = args.config or default_config_path(args.task)
+    overrides = {"task": args.task, "steps": args.steps, "seed": args.seed, "momentum": args.momentum,
+                 "batch_size": args.batch_size, "device": args.device}
+    base = load_config(path, **overrides) if path else TrainConfig.from_dict(
+        {k: v for k, v in overrides.items() if v is not None}, source="flags")
+    out = Path(args.out or f"runs/chaos-{base.task}")
+    report = sweep(base, lrs, decays, out, every=args.every)
+    print(f"phase diagram: {out / 'phase.png'}  records: {out / 'phase.json'}")
+    for lr, values in report["recommended_weight_decay"].items():
+        print(f"recommended weight decay at lr {lr}: {values['k=4']:.3g} (k=4) .. {values['k=2']:.3g} (k=2)")
+    if not report["recommended_weight_decay"]:
+        print("include weight decay 0 in --weight-decays to get a recommendation")
+    return 0
+
+
+def parse_floats(text: str, flag: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} takes comma-separated numbers like 0.01,0.1, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise ValueError(f"{flag} must be non-negative numbers, got {text!r}")
+    return values
+
+
 def print_results(records: list[dict]) -> None:
     """A table of evaluation records."""
     print(f"{'length':>6} {'M':>4} {'mode':>8} {'cell error':>10} {'solved':>7} {'examples':>8}")
@@ -145,6 +174,20 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--length", type=int, required=True)
     run.add_argument("--seed", type=int, default=0)
     run.set_defaults(handler=command_run)
+
+    chaos = commands.add_parser("chaos", help="phase diagram of J over learning rate x weight decay")
+    chaos.add_argument("--task", required=True, help="one of " + ", ".join(TASK_NAMES))
+    chaos.add_argument("--config", help="TOML base config (default: the task's shipped config)")
+    chaos.add_argument("--lrs", default="0.01,0.03,0.1,0.3", help="comma-separated SGD learning rates")
+    chaos.add_argument("--weight-decays", default="0,1e-4,1e-3,1e-2", help="comma-separated weight decays")
+    chaos.add_argument("--momentum", type=float, default=0.5)
+    chaos.add_argument("--batch-size", type=int)
+    chaos.add_argument("--steps", type=int, default=300, help="steps per run")
+    chaos.add_argument("--every", type=int, default=10, help="steps between J measurements")
+    chaos.add_argument("--seed", type=int)
+    chaos.add_argument("--device")
+    chaos.add_argument("--out", help="output directory (default runs/chaos-<task>)")
+    chaos.set_defaults(handler=command_chaos)
     return parser
 
 
