@@ -83,6 +83,16 @@ def stop_distribution(stop_logits: Tensor) -> Tensor:
     return log_p.exp()
 
 
+def choice_entropy(choice_logits: Tensor) -> Tensor:
+    """Mean entropy of the choices, ``[B, slots, R+Q]`` logits (``-inf`` = missing option) -> ``[B]``.
+
+    Missing options are clamped to a finite -1e4 first: their probability is still exactly 0,
+    but ``0 * log 0`` no longer turns the gradient into NaN.
+    """
+    log_weights = torch.log_softmax(choice_logits.clamp_min(-1e4), dim=-1)
+    return -(log_weights.exp() * log_weights).sum(-1).mean(-1)
+
+
 def rollout_loss(rollout: Rollout, target: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
     """Expected negative log-likelihood of the target cells, averaged over the batch.
 
@@ -154,7 +164,7 @@ class NRAM(nn.Module):
         return padded_readout(*self.controller.readout_weight(), self.padding_index)
 
     def _unroll(self, memory0: Tensor, steps: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        """Yield ``(memory [B, M, M], stop logit [B], choice weights [B, slots, R+Q])`` per step."""
+        """Yield ``(memory [B, M, M], stop logit [B], choice logits [B, slots, R+Q])`` per step."""
         self.check_memory(memory0, steps)
         if not memory0.dtype.is_floating_point:
             memory0 = F.one_hot(memory0, memory0.shape[1]).to(self.dtype)
@@ -168,7 +178,7 @@ class NRAM(nn.Module):
                 state.registers[:, :, 0], controller_state, readout)
             weights = torch.softmax(choice_logits, dim=-1)
             state = machine_step(state, weights, self.layout, constants)
-            yield state.memory, stop_logit, weights
+            yield state.memory, stop_logit, choice_logits
 
     def forward(self, memory0: Tensor, steps: int, *, with_entropy: bool = False) -> Rollout:
         """Unroll the soft machine for ``steps`` timesteps.
@@ -178,11 +188,11 @@ class NRAM(nn.Module):
         ``choice_entropy`` is filled only ``with_entropy``.
         """
         memories, stop_logits, entropies = [], [], []
-        for memory, stop_logit, weights in self._unroll(memory0, steps):
+        for memory, stop_logit, choice_logits in self._unroll(memory0, steps):
             memories.append(memory)
             stop_logits.append(stop_logit)
             if with_entropy:
-                entropies.append(torch.special.entr(weights).sum(-1).mean(-1))
+                entropies.append(choice_entropy(choice_logits))
         return Rollout(torch.stack(memories), stop_distribution(torch.stack(stop_logits)),
                        torch.stack(entropies) if with_entropy else None)
 

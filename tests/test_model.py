@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from conftest import requires_cuda
 
-from nram.model import NRAM, MachineConfig, rollout_loss, stop_distribution
+from nram.model import NRAM, MachineConfig, choice_entropy, rollout_loss, stop_distribution
 
 
 def test_stop_distribution_matches_its_definition():
@@ -78,12 +78,24 @@ def test_weights_made_at_m8_load_and_run_at_m64(controller):
     assert torch.equal(rollout.memories, small(memory0, 5).memories)
 
 
-def test_entropy_is_reported_only_when_asked():
-    model = NRAM()
+def test_entropy_is_reported_only_when_asked_and_has_a_finite_gradient():
+    torch.manual_seed(0)
+    model = NRAM(MachineConfig(num_registers=2)).double()
     memory0 = torch.randint(0, 5, (2, 5))
     assert model(memory0, 2).choice_entropy is None
     entropy = model(memory0, 2, with_entropy=True).choice_entropy
-    assert entropy.shape == (2, 2) and (entropy > 0).all()
+    assert entropy.shape == (2, 2)
+    entropy.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_choice_entropy_matches_its_definition_over_the_real_options():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 6, generator=gen, dtype=torch.float64)
+    logits[:, :, 4:] = float("-inf")
+    weights = torch.softmax(logits[:, :, :4], -1)
+    expected = -(weights * weights.log()).sum(-1).mean(-1)
+    assert torch.allclose(choice_entropy(logits), expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("memory0, steps, message", [

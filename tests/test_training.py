@@ -70,6 +70,7 @@ def test_resume_continues_bit_for_bit(tmp_path, optimizer):
     for name, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name
     assert straight.curriculum.state_dict() == resumed.curriculum.state_dict()
+    assert straight.counters["skipped_steps"] == resumed.counters["skipped_steps"] == 0
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, monkeypatch):
