@@ -55,6 +55,8 @@ def command_train(args: argparse.Namespace) -> int:
     if not args.resume and (out / CHECKPOINT_NAME).exists():
         raise ValueError(f"{out} already holds a run; continue it with --resume or choose another --out")
     trainer = Trainer(config, out, resume=args.resume)
+    if not trainer.workers.is_main:
+        return run_quietly(trainer)
     print(f"training {config.task} (lengths {config.min_length}..{config.max_length}, M = {trainer.memory_size}) "
           f"for {config.steps} steps on {config.device}; TensorBoard: tensorboard --logdir {out}")
     try:
@@ -66,6 +68,17 @@ def command_train(args: argparse.Namespace) -> int:
         return 1
     print_results(final)
     print(f"checkpoint: {trainer.checkpoint_path}")
+    return 0
+
+
+def run_quietly(trainer: Trainer) -> int:
+    """A worker other than rank 0 under torchrun: train, print nothing (rank 0 reports)."""
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        return 130
+    except TrainingDiverged:
+        return 1
     return 0
 
 

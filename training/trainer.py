@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -21,11 +22,14 @@ from tasks.curriculum import FixedCurriculum, ZarembaCurriculum
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.diagnostics import GateAdaptation, log_order_parameters
+from training.distributed import gather_objects, setup_workers, sum_across_workers
 from training.evaluate import cell_errors, evaluate
 from training.optim import make_optimizer
 from training.summaries import log_hparams, log_memory_heatmaps
 
 CHECKPOINT_NAME = "checkpoint.pt"
+RANK_SEED_OFFSET = 1_000_003
+"""Worker r samples its batches from seed + r * RANK_SEED_OFFSET, so workers see different data."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -72,6 +76,7 @@ class Trainer:
         self.device = torch.device(config.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {config.device!r} was asked for, but torch sees no CUDA device")
+        self.workers, self.device = setup_workers(self.device)
         if config.threads:
             torch.set_num_threads(config.threads)
         self.task = get_task(config.task)
@@ -79,11 +84,13 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = NRAM(config.machine_config()).to(self.device)
         self.optimizer = build_optimizer(config, self.model)
+        data_parallel = self.workers.world_size > 1 and config.optimizer in ("adam", "sgd")
+        self.forward_model = DistributedDataParallel(self.model) if data_parallel else self.model
         if config.curriculum == "zaremba":
             self.curriculum = ZarembaCurriculum(config.min_length, config.max_length, threshold=config.promote_below)
         else:
             self.curriculum = FixedCurriculum(config.min_length, config.max_length)
-        self.data_generator = torch.Generator().manual_seed(config.seed)
+        self.data_generator = torch.Generator().manual_seed(config.seed + RANK_SEED_OFFSET * self.workers.rank)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         self.dropout_generator = torch.Generator(device=self.device).manual_seed(config.seed + 2)
         self.gate_monitor = GateAdaptation(self.model, gate_probes(config, self.device)) \
@@ -114,8 +121,11 @@ class Trainer:
                 "gate_monitor": self.gate_monitor.state_dict() if self.gate_monitor else {}}
 
     def save(self) -> Path:
-        """Write the checkpoint; returns its path."""
-        save_checkpoint(self.checkpoint_path, self.state())
+        """Write the checkpoint (rank 0 only; every worker must call it); returns its path."""
+        state = self.state()
+        state["rng"]["data_by_rank"] = gather_objects(state["rng"]["data"], self.workers)
+        if self.workers.is_main:
+            save_checkpoint(self.checkpoint_path, state)
         return self.checkpoint_path
 
     def restore(self, payload: dict[str, Any]) -> None:
@@ -130,7 +140,11 @@ class Trainer:
             self.model.load_state_dict(payload["model"])
             self.optimizer.load_state_dict(payload["optimizer"])
             self.curriculum.load_state_dict(payload["curriculum"])
-            self.data_generator.set_state(payload["rng"]["data"])
+            by_rank = payload["rng"]["data_by_rank"]
+            if len(by_rank) != self.workers.world_size:
+                raise CheckpointError(f"{self.checkpoint_path} was written by {len(by_rank)} worker(s); "
+                                      f"resume it with as many (this run has {self.workers.world_size})")
+            self.data_generator.set_state(by_rank[self.workers.rank])
             self.noise_generator.set_state(payload["rng"]["noise"])
             self.dropout_generator.set_state(payload["rng"]["dropout"])
             torch.set_rng_state(payload["rng"]["torch"])
@@ -154,7 +168,7 @@ class Trainer:
         steps = self.timesteps_for(int(lengths.max()))
         if hasattr(self.model.controller, "resample"):
             self.model.controller.resample(self.dropout_generator)
-        rollout = self.model(batch.memory, steps, with_entropy=self.counters["entropy_weight"] > 0)
+        rollout = self.forward_model(batch.memory, steps, with_entropy=self.counters["entropy_weight"] > 0)
         loss = rollout_loss(rollout, batch.target, batch.mask, config.log_eps)
         objective = loss
         if rollout.choice_entropy is not None:
@@ -204,9 +218,10 @@ class Trainer:
         return norm.item()
 
     def _update_curriculum(self) -> None:
-        scored = self.counters["level_scored"]
+        wrong, scored = sum_across_workers([self.counters["level_wrong"], self.counters["level_scored"]],
+                                           self.workers, self.device)
         if scored:
-            self.curriculum.update(self.counters["level_wrong"] / scored)
+            self.curriculum.update(wrong / scored)
         self.counters["level_wrong"] = self.counters["level_scored"] = 0
 
     # ---------------------------------------------------------------- the loop
@@ -221,33 +236,39 @@ class Trainer:
         return list(range(self.config.min_length, self.config.max_length + 1)) + [2 * self.config.max_length]
 
     def train(self) -> list[dict]:
-        """Run until ``config.steps``; returns the final evaluation. Ctrl-C saves a checkpoint first."""
+        """Run until ``config.steps``; returns the final evaluation (empty on workers other than
+        rank 0, which alone logs). Ctrl-C saves a checkpoint first."""
         config = self.config
-        writer = SummaryWriter(log_dir=str(self.out_dir))
+        main = self.workers.is_main
+        writer = SummaryWriter(log_dir=str(self.out_dir)) if main else None
         bar = tqdm(total=config.steps, initial=self.step, desc=f"{config.task} seed {config.seed}",
-                   disable=not self.progress, dynamic_ncols=True)
+                   disable=not (self.progress and main), dynamic_ncols=True)
         try:
             while self.step < config.steps:
                 stats = self.train_step()
                 bar.update(1)
                 if self.step % config.log_every == 0 or self.step == config.steps:
                     self._update_curriculum()
-                    self._log_scalars(writer, stats)
+                    if writer:
+                        self._log_scalars(writer, stats)
                     bar.set_postfix(loss=f"{stats['loss']:.3f}", err=f"{stats['cell_error']:.3f}",
                                     level=self.curriculum_level)
-                if self.step % config.eval_every == 0:
+                if writer and self.step % config.eval_every == 0:
                     self._log_evaluation(writer)
                 if self.step % config.checkpoint_every == 0:
                     self.save()
         except KeyboardInterrupt:
             bar.close()
-            writer.close()
+            if writer:
+                writer.close()
             print(f"\ninterrupted at step {self.step}; checkpoint saved to {self.save()}")
             raise
         bar.close()
-        final = self._log_evaluation(writer)
-        log_hparams(writer, config, final)
-        writer.close()
+        final = []
+        if writer:
+            final = self._log_evaluation(writer)
+            log_hparams(writer, config, final)
+            writer.close()
         self.save()
         return final
 

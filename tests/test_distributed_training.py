@@ -1,0 +1,47 @@
+"""Two CPU workers (gloo) train in lockstep: identical parameters on every worker."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from training.config import TrainConfig
+from training.trainer import Trainer
+
+SMALL = dict(task="access", min_length=2, max_length=4, timesteps=3, timesteps_per_length=0.0, num_registers=2,
+             hidden_size=16, batch_size=8, log_every=2, eval_every=100, eval_examples=16, checkpoint_every=3,
+             steps=6, threads=1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker(rank: int, port: int, out: str, settings: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank))
+    trainer = Trainer(TrainConfig(**settings), out, progress=False)
+    trainer.train()
+    torch.save({"model": trainer.model.state_dict(), "level": trainer.curriculum_level},
+               os.path.join(out, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("settings", [dict(optimizer="sgd", momentum=0.5),
+                                      dict(optimizer="rbd", lr=1.0, optimizer_options={"dims": 8})])
+def test_two_workers_end_with_identical_parameters(tmp_path, settings):
+    mp.spawn(worker, args=(free_port(), str(tmp_path), {**SMALL, **settings}), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0["level"] == rank1["level"]
+    for name, value in rank0["model"].items():
+        assert torch.equal(value, rank1["model"][name]), name
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert len(checkpoint["rng"]["data_by_rank"]) == 2
+    assert not torch.equal(*checkpoint["rng"]["data_by_rank"])  # the workers saw different batches
+    single = Trainer(TrainConfig(**SMALL, **settings), tmp_path / "single", progress=False)
+    single.train()
+    assert not all(torch.equal(v, single.model.state_dict()[k]) for k, v in rank0["model"].items())
