@@ -57,7 +57,8 @@ def command_train(args: argparse.Namespace) -> int:
     trainer = Trainer(config, out, resume=args.resume)
     if not trainer.workers.is_main:
         return run_quietly(trainer)
-    print(f"training {config.task} (lengths {config.min_length}..{config.max_length}, M = {trainer.memory_size}) "
+    print(f"training {config.task} (lengths {config.min_length}..{config.max_length}, "
+          f"M up to {config.memory_size_for(config.max_length)}) "
           f"for {config.steps} steps on {config.device}; TensorBoard: tensorboard --logdir {out}")
     try:
         final = trainer.train()
@@ -97,7 +98,7 @@ def command_eval(args: argparse.Namespace) -> int:
     device = args.device or "cpu"
     model, config = model_from_checkpoint(load_checkpoint(args.checkpoint, map_location=device), device)
     task = get_task(config.task)
-    records = evaluate(model, task, lengths, memory_size_for=lambda n: task.min_memory_size(n) + config.memory_extra,
+    records = evaluate(model, task, lengths, memory_size_for=config.memory_size_for,
                        timesteps_for=config.timesteps_for, examples=args.examples, discrete=args.discrete,
                        seed=args.seed, device=device)
     print(f"{config.task}: trained on lengths {config.min_length}..{config.max_length}")
@@ -112,7 +113,7 @@ def command_eval(args: argparse.Namespace) -> int:
 def command_run(args: argparse.Namespace) -> int:
     model, config = model_from_checkpoint(load_checkpoint(args.checkpoint))
     task = get_task(config.task)
-    memory_size = task.min_memory_size(args.length) + config.memory_extra
+    memory_size = config.memory_size_for(args.length)
     batch = task.sample(1, args.length, memory_size, torch.Generator().manual_seed(args.seed))
     trace = trace_discrete(model, batch.memory, config.timesteps_for(args.length))
     print(f"{config.task}, length {args.length}, M = {memory_size}, discrete machine")

@@ -20,6 +20,7 @@ else:
     import tomli as tomllib
 
 from nram.model import MachineConfig
+from tasks import get_task
 
 
 @dataclass
@@ -109,6 +110,10 @@ class TrainConfig:
         return MachineConfig(num_registers=self.num_registers, controller=self.controller,
                              hidden_size=self.hidden_size, dropout=self.dropout, dropout_p=self.dropout_p,
                              controller_options=dict(self.controller_options), **options)
+
+    def memory_size_for(self, length: int) -> int:
+        """M(n) = task.min_memory_size(n) + memory_extra: memory grows with the input."""
+        return get_task(self.task).min_memory_size(length) + self.memory_extra
 
     def timesteps_for(self, length: int) -> int:
         """T(n) = timesteps + ceil(timesteps_per_length * n)."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
@@ -32,11 +30,11 @@ def memory_heatmap(model: NRAM, task: Task, length: int, memory_size: int, steps
     return image.repeat_interleave(PIXELS_PER_CELL, 0).repeat_interleave(PIXELS_PER_CELL, 1).cpu()
 
 
-def log_memory_heatmaps(writer: SummaryWriter, model: NRAM, task: Task, config: TrainConfig,
-                        memory_size_for: Callable[[int], int], step: int, device: torch.device) -> None:
+def log_memory_heatmaps(writer: SummaryWriter, model: NRAM, task: Task, config: TrainConfig, step: int,
+                        device: torch.device) -> None:
     """Heatmaps at the longest training length and at twice it, under ``memory/length_<n>``."""
     for length in (config.max_length, 2 * config.max_length):
-        image = memory_heatmap(model, task, length, memory_size_for(length), config.timesteps_for(length),
+        image = memory_heatmap(model, task, length, config.memory_size_for(length), config.timesteps_for(length),
                                config.seed, device)
         writer.add_image(f"memory/length_{length}", image, step, dataformats="HW")
 

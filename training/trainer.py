@@ -80,7 +80,6 @@ class Trainer:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.task = get_task(config.task)
-        self.memory_size = self.memory_size_for(config.max_length)
         torch.manual_seed(config.seed)
         self.model = NRAM(config.machine_config()).to(self.device)
         self.optimizer = build_optimizer(config, self.model)
@@ -106,10 +105,6 @@ class Trainer:
         """``out_dir/checkpoint.pt``."""
         return self.out_dir / CHECKPOINT_NAME
 
-    def memory_size_for(self, length: int) -> int:
-        """M(n) = task.min_memory_size(n) + memory_extra: memory grows with the input."""
-        return self.task.min_memory_size(length) + self.config.memory_extra
-
     # ---------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
         """Everything needed to continue the run exactly, in plain types and tensors."""
@@ -117,7 +112,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "curriculum": self.curriculum.state_dict(),
                 "rng": {"data": self.data_generator.get_state(), "noise": self.noise_generator.get_state(),
                         "dropout": self.dropout_generator.get_state(), "torch": torch.get_rng_state()},
-                "trainer": dict(self.counters), "memory_size": self.memory_size,
+                "trainer": dict(self.counters),
                 "gate_monitor": self.gate_monitor.state_dict() if self.gate_monitor else {}}
 
     def save(self) -> Path:
@@ -164,8 +159,12 @@ class Trainer:
         """Sample a curriculum batch, take one optimizer step (or skip it on NaN); returns its stats."""
         config = self.config
         lengths = self.curriculum.sample_lengths(config.batch_size, self.data_generator)
-        batch = self.task.sample_mixed(lengths, self.memory_size, self.data_generator, device=self.device)
-        steps = self.timesteps_for(int(lengths.max()))
+        longest = int(lengths.max())
+        # Memory and time grow with the longest input in the batch, as they do in evaluation,
+        # so the machine learns programs that do not depend on one memory size.
+        batch = self.task.sample_mixed(lengths, self.config.memory_size_for(longest), self.data_generator,
+                                       device=self.device)
+        steps = self.timesteps_for(longest)
         if hasattr(self.model.controller, "resample"):
             self.model.controller.resample(self.dropout_generator)
         rollout = self.forward_model(batch.memory, steps, with_entropy=self.counters["entropy_weight"] > 0)
@@ -227,7 +226,7 @@ class Trainer:
     # ---------------------------------------------------------------- the loop
     def evaluate(self, lengths: list[int], discrete: bool = False, examples: int | None = None) -> list[dict]:
         """Error by length at memory size M(n) and T(n) steps (see :func:`training.evaluate.evaluate`)."""
-        return evaluate(self.model, self.task, lengths, memory_size_for=self.memory_size_for,
+        return evaluate(self.model, self.task, lengths, memory_size_for=self.config.memory_size_for,
                         timesteps_for=self.timesteps_for, examples=examples or self.config.eval_examples,
                         discrete=discrete, seed=self.config.seed, device=self.device)
 
@@ -288,7 +287,7 @@ class Trainer:
         for record in records:
             writer.add_scalar(f"eval/cell_error_length_{record['length']}", record["cell_error"], self.step)
         self.model.eval()
-        log_memory_heatmaps(writer, self.model, self.task, self.config, self.memory_size_for, self.step,
+        log_memory_heatmaps(writer, self.model, self.task, self.config, self.step,
                             self.device)
         self.model.train()
         writer.flush()

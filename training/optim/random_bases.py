@@ -73,8 +73,11 @@ class RandomBasesDescent(Optimizer):
 
     ``state[p]`` holds ``{"step": int, "seed": int}`` for every parameter (the same for all):
     the directions of step ``s`` derive from ``(seed, s)``, so ``state_dict`` round trips
-    resume bit for bit. A parameter whose ``.grad`` is None counts as a zero gradient and
-    still moves along the directions: leave frozen parameters out of the optimizer.
+    resume bit for bit. A parameter with ``requires_grad=False`` is frozen: its gradient
+    counts as zero and it does not move (it still counts in D: leave it out of the optimizer
+    to keep it out of D). A trainable parameter whose ``.grad`` is None counts as a zero
+    gradient but still moves along the directions, so that every worker of a distributed run
+    applies the same update whatever its own batch touched.
     """
 
     _fixed_basis = False
@@ -155,7 +158,7 @@ class RandomBasesDescent(Optimizer):
 
     @staticmethod
     def _flat_grad(p: Tensor) -> Tensor | None:
-        if p.grad is None:
+        if p.grad is None or not p.requires_grad:
             return None
         if p.grad.is_sparse:
             raise RuntimeError("RandomBasesDescent does not support sparse gradients")
@@ -190,7 +193,8 @@ class RandomBasesDescent(Optimizer):
                regenerate: bool, buffer: Tensor, generator: torch.Generator) -> None:
         """``theta_c -= lr * scale / D * V[r0:r0+rows]^T c``, one row block of worker ``worker``.
 
-        With ``regenerate=False`` the single chunk of the row block is taken from ``buffer``.
+        Frozen parameters (``requires_grad=False``) are not moved. With ``regenerate=False``
+        the single chunk of the row block is taken from ``buffer``.
         """
         lay = self._layouts[ci]
         for b, block in enumerate(lay.blocks):
@@ -199,10 +203,12 @@ class RandomBasesDescent(Optimizer):
             else:
                 v = buffer[:c.numel() * lay.widths[b]].view(c.numel(), lay.widths[b])
             for piece in block:
+                param = self._params[piece.param]
+                if not param.requires_grad:
+                    continue
                 lr = self.param_groups[self._group_of[piece.param]]["lr"]
-                flat = self._params[piece.param].view(-1)
-                flat[piece.start:piece.stop].addmv_(v[:, piece.lo:piece.hi].T, c,
-                                                    alpha=-lr * scale / self.num_params)
+                param.view(-1)[piece.start:piece.stop].addmv_(v[:, piece.lo:piece.hi].T, c,
+                                                              alpha=-lr * scale / self.num_params)
 
 
 class FixedProjectionDescent(RandomBasesDescent):
