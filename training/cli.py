@@ -83,18 +83,19 @@ def run_quietly(trainer: Trainer) -> int:
     return 0
 
 
-def parse_lengths(text: str) -> list[int]:
+def parse_numbers(text: str, flag: str, kind: type, minimum: float) -> list:
+    """``"5,10,20"`` -> ``[5, 10, 20]`` (of ``kind``), each at least ``minimum``; ValueError otherwise."""
     try:
-        lengths = [int(part) for part in text.split(",") if part.strip()]
+        values = [kind(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ValueError(f"--lengths takes comma-separated integers like 5,10,20, got {text!r}") from None
-    if not lengths or min(lengths) < 1:
-        raise ValueError(f"--lengths must be positive integers, got {text!r}")
-    return lengths
+        raise ValueError(f"{flag} takes comma-separated {kind.__name__}s like 1,2,3, got {text!r}") from None
+    if not values or min(values) < minimum:
+        raise ValueError(f"{flag} needs values >= {minimum}, got {text!r}")
+    return values
 
 
 def command_eval(args: argparse.Namespace) -> int:
-    lengths = parse_lengths(args.lengths)
+    lengths = parse_numbers(args.lengths, "--lengths", int, 1)
     device = args.device or "cpu"
     model, config = model_from_checkpoint(load_checkpoint(args.checkpoint, map_location=device), device)
     task = get_task(config.task)
@@ -122,7 +123,8 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_chaos(args: argparse.Namespace) -> int:
-    lrs, decays = parse_floats(args.lrs, "--lrs"), parse_floats(args.weight_decays, "--weight-decays")
+    lrs = parse_numbers(args.lrs, "--lrs", float, 0)
+    decays = parse_numbers(args.weight_decays, "--weight-decays", float, 0)
     path = args.config or default_config_path(args.task)
     overrides = {"task": args.task, "steps": args.steps, "seed": args.seed, "momentum": args.momentum,
                  "batch_size": args.batch_size, "device": args.device}
@@ -136,16 +138,6 @@ def command_chaos(args: argparse.Namespace) -> int:
     if not report["recommended_weight_decay"]:
         print("include weight decay 0 in --weight-decays to get a recommendation")
     return 0
-
-
-def parse_floats(text: str, flag: str) -> list[float]:
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ValueError(f"{flag} takes comma-separated numbers like 0.01,0.1, got {text!r}") from None
-    if not values or min(values) < 0:
-        raise ValueError(f"{flag} must be non-negative numbers, got {text!r}")
-    return values
 
 
 def print_results(records: list[dict]) -> None:
