@@ -1,5 +1,6 @@
 """Random-bases descent: against dense projections, statistics, compartments, resume, schedulers, args."""
 
+import copy
 import io
 import math
 
@@ -77,17 +78,19 @@ def test_update_is_blockwise_projection_on_dense_basis(compartments, ranges, chu
         torch.testing.assert_close(_flat(model.parameters()), want, rtol=0, atol=1e-10)
 
 
-def test_param_groups_use_their_own_lr_and_missing_grads_count_as_zero():
+def test_param_groups_use_their_own_lr_frozen_params_stay_missing_grads_count_zero():
     model = _model()
     groups = [{"params": list(model[0].parameters()), "lr": 0.1}, {"params": list(model[2].parameters()), "lr": 0.7}]
     opt = RandomBasesDescent(groups, dims=5, compartments="global", seed=2)
     theta, g = _flat(model.parameters()).detach().clone(), _backward(model, seed=0)
-    model[2].bias.grad = None
-    g[36:] = 0.0
+    model[0].bias.grad = None  # trainable: a zero gradient, but it moves
+    model[2].bias.requires_grad_(False)  # frozen: a zero gradient, and it stays
+    g[20:24], g[36:] = 0.0, 0.0
     opt.step()
     v = _dense(5, D, 1 << 22, seed=2, step=0, compartment=0)
     lr = torch.tensor([0.1] * 24 + [0.7] * 15, dtype=torch.float64)
     want = theta - lr / D * (v.T @ (v @ g))
+    want[36:] = theta[36:]
     torch.testing.assert_close(_flat(model.parameters()), want, rtol=0, atol=1e-10)
 
 
@@ -194,6 +197,17 @@ def test_state_dict_round_trip_resumes_bit_exactly(cls):
     opt.load_state_dict(ckpt["optim"])
     _train(opt, resumed, range(3, 6))
     for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_deepcopy_of_model_and_optimizer_steps_the_same():
+    model = _model()
+    opt = RandomBasesDescent(model.named_parameters(), lr=0.4, dims=3, chunk_size=7)
+    _train(opt, model, [0])
+    copy_model, copy_opt = copy.deepcopy((model, opt))
+    _train(opt, model, [1])
+    _train(copy_opt, copy_model, [1])
+    for a, b in zip(model.parameters(), copy_model.parameters()):
         assert torch.equal(a, b)
 
 

@@ -113,6 +113,10 @@ class RandomBasesDescent(Optimizer):
         for p in self._params:
             self.state[p] = {"step": 0, "seed": seed}
 
+    def __getstate__(self) -> dict[str, Any]:
+        """All attributes, for copy and pickle (torch keeps only defaults, state and groups)."""
+        return self.__dict__.copy()
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Param groups are fixed once built: D and the compartments depend on them."""
         if hasattr(self, "_layouts"):
