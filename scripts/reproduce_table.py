@@ -44,6 +44,17 @@ def train_and_evaluate(task: str, seed: int, device: str, out_root: Path, exampl
             "solved": train_error == 0 and discrete[-1]["cell_error"] <= SOLVED_ERROR}
 
 
+def merge_with_earlier(path: Path, records: list[dict]) -> list[dict]:
+    """Records of an earlier report at ``path`` for other (task, seed) pairs, then the new ones,
+    so tasks can be run in separate invocations and still land in one table."""
+    if not path.exists():
+        return records
+    new = {(r["task"], r["seed"]) for r in records}
+    earlier = [r for r in json.loads(path.read_text()) if (r["task"], r["seed"]) not in new]
+    order = {name: i for i, name in enumerate(TASK_NAMES)}
+    return sorted(earlier + records, key=lambda r: (order[r["task"]], r["seed"]))
+
+
 def summary(values: list[float]) -> str:
     """Median over seeds with the range, as percentages."""
     if len(values) == 1:
@@ -89,6 +100,7 @@ def main() -> None:
                   f"4x discrete {record['discrete'][-1]['cell_error']:.4f}, {record['seconds']:.0f} s", flush=True)
     report = Path(args.report)
     report.parent.mkdir(parents=True, exist_ok=True)
+    records = merge_with_earlier(report.with_suffix(".json"), records)
     report.write_text(markdown(records, args.device))
     report.with_suffix(".json").write_text(json.dumps(records, indent=1))
     print(report.read_text())

@@ -188,3 +188,13 @@ def test_chaos_sweep_writes_a_phase_diagram_and_recommends_weight_decay(tmp_path
     assert all(r["steps"] == [0, 2, 4, 6] and len(r["J_trajectory"]) == 4 for r in report["records"])
     assert set(report["recommended_weight_decay"]) == {"0.05", "0.5"}
     assert "recommended weight decay at lr 0.05" in capsys.readouterr().out
+
+
+def test_random_bases_descent_trains_from_the_command_line(tmp_path):
+    config = write_config(tmp_path / "access.toml")
+    out = tmp_path / "rbd"
+    assert main(["train", "--config", config, "--steps", "4", "--optimizer", "rbd", "--lr", "1.0",
+                 "--rbd-dims", "16", "--rbd-compartments", "3", "--out", str(out)]) == 0
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert saved["config"]["optimizer_options"] == {"dims": 16, "compartments": 3}
+    assert all(state["step"] == 4 for state in saved["optimizer"]["state"].values())

@@ -27,6 +27,20 @@ from training.trainer import CHECKPOINT_NAME, Trainer, TrainingDiverged
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
     """The run's config: checkpoint (on --resume) or --config or the task's shipped TOML, then flags."""
+    config = base_config(args)
+    rbd_options = {"dims": args.rbd_dims, "compartments": args.rbd_compartments}
+    rbd_options = {k: v for k, v in rbd_options.items() if v is not None}
+    if rbd_options:
+        if config.optimizer not in ("rbd", "fpd"):
+            raise ValueError(f"--rbd-dims and --rbd-compartments need --optimizer rbd or fpd, not {config.optimizer!r}")
+        if str(rbd_options.get("compartments", "")).isdigit():
+            rbd_options["compartments"] = int(rbd_options["compartments"])
+        config.optimizer_options = {**config.optimizer_options, **rbd_options}
+    return config
+
+
+def base_config(args: argparse.Namespace) -> TrainConfig:
+    """The config before the optimizer-option flags."""
     overrides = {"task": args.task, "steps": args.steps, "seed": args.seed, "device": args.device,
                  "optimizer": args.optimizer, "lr": args.lr, "threads": args.threads}
     out = Path(args.out) if args.out else None
@@ -160,6 +174,8 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="cpu, cuda or cuda:N")
     train.add_argument("--optimizer", help="adam, sgd, rbd or fpd")
     train.add_argument("--lr", type=float)
+    train.add_argument("--rbd-dims", type=int, help="random directions per compartment (rbd, fpd)")
+    train.add_argument("--rbd-compartments", help="module, global or a number of equal chunks (rbd, fpd)")
     train.add_argument("--threads", type=int, help="CPU threads for torch")
     train.add_argument("--out", help="run directory (default runs/<task>-seed<seed>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
