@@ -1,12 +1,18 @@
-"""Shared test helpers: random distributions and a CUDA marker."""
+"""Shared test helpers: random distributions and a CUDA marker.
+
+Tests run with one torch thread: their tensors are small, and on a loaded 2-core machine a
+second thread mostly adds contention.
+"""
 
 import pytest
 import torch
+
+torch.set_num_threads(1)
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def random_distributions(*shape: int, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
-    """Dirichlet-like random distributions over the last dimension, some of them sharply peaked."""
+    """Random distributions over the last dimension, some of them sharply peaked."""
     logits = torch.randn(*shape, generator=generator, dtype=dtype) * 3.0
     return torch.softmax(logits, dim=-1)
