@@ -198,3 +198,15 @@ def test_random_bases_descent_trains_from_the_command_line(tmp_path):
     saved = torch.load(out / "checkpoint.pt", weights_only=True)
     assert saved["config"]["optimizer_options"] == {"dims": 16, "compartments": 3}
     assert all(state["step"] == 4 for state in saved["optimizer"]["state"].values())
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--dropout", "batchwise", "--dropout-p", "0.25"], {"dropout": "batchwise", "dropout_p": 0.25}),
+    (["--controller", "gated"], {"controller": "gated"}),
+])
+def test_controller_and_dropout_flags_reach_the_config(tmp_path, flags, expected):
+    config = write_config(tmp_path / "access.toml", hidden_size=32)
+    out = tmp_path / "run"
+    assert main(["train", "--config", config, "--steps", "2", "--out", str(out), *flags]) == 0
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)["config"]
+    assert {key: saved[key] for key in expected} == expected

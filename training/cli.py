@@ -42,7 +42,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 def base_config(args: argparse.Namespace) -> TrainConfig:
     """The config before the optimizer-option flags."""
     overrides = {"task": args.task, "steps": args.steps, "seed": args.seed, "device": args.device,
-                 "optimizer": args.optimizer, "lr": args.lr, "threads": args.threads}
+                 "optimizer": args.optimizer, "lr": args.lr, "threads": args.threads,
+                 "controller": args.controller, "dropout": args.dropout, "dropout_p": args.dropout_p}
     out = Path(args.out) if args.out else None
     if args.resume:
         if out is None:
@@ -177,6 +178,9 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--rbd-dims", type=int, help="random directions per compartment (rbd, fpd)")
     train.add_argument("--rbd-compartments", help="module, global or a number of equal chunks (rbd, fpd)")
     train.add_argument("--threads", type=int, help="CPU threads for torch")
+    train.add_argument("--controller", help="mlp, lstm or gated")
+    train.add_argument("--dropout", help="none, batchwise or samplewise (mlp controller)")
+    train.add_argument("--dropout-p", type=float, help="dropout rate")
     train.add_argument("--out", help="run directory (default runs/<task>-seed<seed>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     train.set_defaults(handler=command_train)
