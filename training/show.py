@@ -20,20 +20,35 @@ def format_cells(cells: Tensor, mark: Tensor | None = None) -> str:
     return " ".join(f"[{v}]" if mark is not None and mark[i] else f"{v}" for i, v in enumerate(cells.tolist()))
 
 
+def live_gates(gate_inputs: list[list[int]], register_sources: list[int], layout: CircuitLayout) -> set[int]:
+    """Indices of the gates whose work matters in one step: WRITE (it changes memory), the gates
+    a register takes its value from, and, recursively, the gates feeding those."""
+    live = {i for i, name in enumerate(layout.gates) if name == "write"}
+    live |= {s - layout.num_registers for s in register_sources if s >= layout.num_registers}
+    for i in reversed(range(layout.num_gates)):
+        if i in live:
+            live |= {s - layout.num_registers for s in gate_inputs[i][:GATE_ARITY[layout.gates[i]]]
+                     if s >= layout.num_registers}
+    return live
+
+
 def format_trace(trace: DiscreteTrace, layout: CircuitLayout, batch: TaskBatch, example: int = 0) -> str:
-    """The discrete run of one example: each step's gate calls with their values, the register
-    updates, then the final memory against the target (scored cells bracketed)."""
+    """The discrete run of one example: each step's gate calls with their values (only the
+    gates whose results are used, see :func:`live_gates`), the register updates, then the final
+    memory against the target (scored cells bracketed)."""
     names = source_names(layout)
     lines = [f"memory before: {format_cells(batch.memory[example])}"]
     steps = int(trace.stop_steps[example])
     for t in range(steps):
         values = trace.registers[t, example].tolist() + trace.gate_outputs[t, example].tolist()
         calls = []
-        for i, name in enumerate(layout.gates):
+        gate_inputs = trace.gate_inputs[t, example].tolist()
+        sources = trace.register_sources[t, example].tolist()
+        for i in sorted(live_gates(gate_inputs, sources, layout)):
+            name = layout.gates[i]
             args = [names[int(trace.gate_inputs[t, example, i, k])] for k in range(GATE_ARITY[name])]
             calls.append(f"{name}({', '.join(args)})={values[layout.num_registers + i]}")
-        updates = [f"r{r}<-{names[int(s)]}={values[int(s)]}"
-                   for r, s in enumerate(trace.register_sources[t, example].tolist())]
+        updates = [f"r{r}<-{names[s]}={values[s]}" for r, s in enumerate(sources)]
         lines.append(f"step {t + 1}: " + "  ".join(calls))
         lines.append("        " + "  ".join(updates))
     lines.append(f"stopped after step {steps}")
