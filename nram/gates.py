@@ -6,9 +6,10 @@ in closed form instead of through an ``[M, M, M]`` table:
 
 - ADD / SUB: circular convolution / correlation (O(M^2), or O(M log M) by FFT for large M);
 - INC / DEC: a roll of the distribution;
-- LT / LE: ``P(A < B) = sum_b B[b] P(A < b)`` with a cumulative sum of A;
+- LT / LE: ``P(A < B) = sum_b B[b] P(A < b)`` with the cumulative sum of A (a product with a
+  constant triangular matrix, which at these sizes is cheaper than ``cumsum`` and its friends);
 - EQ: a dot product;
-- MIN / MAX: products of survival / cumulative distribution functions.
+- MIN / MAX: products of survival / cumulative distribution functions, the same way.
 
 READ and WRITE touch memory ``[B, M, M]`` (``memory[b, i, j] = P(cell i holds j)``) and are
 separate functions because their signatures differ.
@@ -16,8 +17,9 @@ separate functions because their signatures differ.
 
 from __future__ import annotations
 
+import functools
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 GATE_NAMES: tuple[str, ...] = (
@@ -78,49 +80,71 @@ def _nonnegative(x: Tensor) -> Tensor:
     return x.clamp_min(0.0) if x.shape[-1] >= FFT_MIN_SIZE else x
 
 
-def _bernoulli(p_true: Tensor, memory_size: int) -> Tensor:
-    """A distribution on {0, 1} with ``P(1) = p_true``, padded with zeros to ``[B, M]``."""
-    return F.pad(torch.stack([1.0 - p_true, p_true], dim=-1), (0, memory_size - 2))
+@functools.lru_cache(maxsize=64)
+def _order_matrices(size: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Constant ``[M, M]`` matrices that turn the comparison gates into a few matmuls.
+
+    ``below[x, c] = [x < c]`` and ``at_most[x, c] = [x <= c]`` (so ``a @ at_most`` is the CDF
+    of a, ``a @ at_most.T`` its survival function); ``down[y, c] = [y = c] - [y = c + 1]`` and
+    ``up[y, c] = [y = c] - [y = c - 1]`` take differences of neighbouring values.
+    """
+    index = torch.arange(size, device=device)
+    below = (index[:, None] < index[None, :]).to(dtype)
+    at_most = (index[:, None] <= index[None, :]).to(dtype)
+    eye = torch.eye(size, dtype=dtype, device=device)
+    neighbours = torch.ones(size - 1, dtype=dtype, device=device)
+    return below, at_most, eye - torch.diag(neighbours, -1), eye - torch.diag(neighbours, 1)
 
 
-def _reverse_cumsum(x: Tensor) -> Tensor:
-    """``out[c] = sum_{y >= c} x[y]`` (a survival function when x is a distribution)."""
-    return x.sum(-1, keepdim=True) - torch.cumsum(x, dim=-1) + x
+@functools.lru_cache(maxsize=64)
+def _bit_basis(size: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(e0, e1 - e0)``, ``[M]`` each: a distribution on {0, 1} is ``e0 + p (e1 - e0)``."""
+    e0 = torch.zeros(size, dtype=dtype, device=device)
+    e0[0] = 1.0
+    step = -e0.clone()
+    step[1] = 1.0
+    return e0, step
 
 
-def _shift_down(x: Tensor) -> Tensor:
-    """``out[c] = x[c + 1]``, with 0 past the end."""
-    return F.pad(x[:, 1:], (0, 1))
+def _bernoulli(p_true: Tensor, like: Tensor) -> Tensor:
+    """A distribution on {0, 1} with ``P(1) = p_true`` ``[B]``, padded with zeros to ``[B, M]``."""
+    e0, step = _bit_basis(like.shape[-1], like.dtype, like.device)
+    return torch.addcmul(e0, p_true[:, None], step)
 
 
-def _shift_up(x: Tensor) -> Tensor:
-    """``out[c] = x[c - 1]``, with 0 before the start."""
-    return F.pad(x[:, :-1], (1, 0))
+def _bit_gradient(grad: Tensor) -> Tensor:
+    """d loss / d P(1) for an output ``[1 - p, p, 0, ...]``: ``grad[:, 1] - grad[:, 0]``, as ``[B, 1]``."""
+    return grad @ _bit_basis(grad.shape[-1], grad.dtype, grad.device)[1][:, None]
+
+
+def _matrices(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return _order_matrices(x.shape[-1], x.dtype, x.device)
 
 
 def _lt(a: Tensor, b: Tensor) -> Tensor:
-    # P(A < B) = sum_y B[y] P(A < y)
-    return _bernoulli((b * (torch.cumsum(a, dim=-1) - a)).sum(-1), a.shape[-1])
+    below = _matrices(a)[0]
+    return _bernoulli(((a @ below) * b).sum(-1), a)  # P(A < B) = sum_y B[y] P(A < y)
 
 
 def _le(a: Tensor, b: Tensor) -> Tensor:
-    return _bernoulli((b * torch.cumsum(a, dim=-1)).sum(-1), a.shape[-1])
+    at_most = _matrices(a)[1]
+    return _bernoulli(((a @ at_most) * b).sum(-1), a)
 
 
 def _eq(a: Tensor, b: Tensor) -> Tensor:
-    return _bernoulli((a * b).sum(-1), a.shape[-1])
+    return _bernoulli((a * b).sum(-1), a)
 
 
 def _min(a: Tensor, b: Tensor) -> Tensor:
     # U(c) = P(A >= c) P(B >= c);  P(min = c) = U(c) - U(c + 1).
-    both_at_least = _reverse_cumsum(a) * _reverse_cumsum(b)
-    return both_at_least - _shift_down(both_at_least)
+    _, at_most, down, _ = _matrices(a)
+    return ((a @ at_most.T) * (b @ at_most.T)) @ down
 
 
 def _max(a: Tensor, b: Tensor) -> Tensor:
     # V(c) = P(A <= c) P(B <= c);  P(max = c) = V(c) - V(c - 1).
-    both_at_most = torch.cumsum(a, dim=-1) * torch.cumsum(b, dim=-1)
-    return both_at_most - _shift_up(both_at_most)
+    _, at_most, _, up = _matrices(a)
+    return ((a @ at_most) * (b @ at_most)) @ up
 
 
 GATE_FUNCTIONS = {  # (a [B, M], b [B, M] | None) -> output distribution [B, M]
@@ -137,21 +161,26 @@ GATE_FUNCTIONS = {  # (a [B, M], b [B, M] | None) -> output distribution [B, M]
 """Forward functions of the unary and binary gates."""
 
 
-def _bit_gradient(grad: Tensor) -> Tensor:
-    """d loss / d P(1) for an output ``[1 - p, p, 0, ...]``: ``grad[:, 1] - grad[:, 0]``, as ``[B, 1]``."""
-    return (grad[:, 1] - grad[:, 0])[:, None]
+def _lt_gradient(a: Tensor, b: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
+    below, bit = _matrices(a)[0], _bit_gradient(grad)
+    return bit * (b @ below.T), bit * (a @ below)
+
+
+def _le_gradient(a: Tensor, b: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
+    at_most, bit = _matrices(a)[1], _bit_gradient(grad)
+    return bit * (b @ at_most.T), bit * (a @ at_most)
 
 
 def _min_gradient(a: Tensor, b: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
-    grad_both = grad - _shift_up(grad)
-    return (torch.cumsum(grad_both * _reverse_cumsum(b), dim=-1),
-            torch.cumsum(grad_both * _reverse_cumsum(a), dim=-1))
+    _, at_most, down, _ = _matrices(a)
+    grad_both = grad @ down.T
+    return (grad_both * (b @ at_most.T)) @ at_most, (grad_both * (a @ at_most.T)) @ at_most
 
 
 def _max_gradient(a: Tensor, b: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
-    grad_both = grad - _shift_down(grad)
-    return (_reverse_cumsum(grad_both * torch.cumsum(b, dim=-1)),
-            _reverse_cumsum(grad_both * torch.cumsum(a, dim=-1)))
+    _, at_most, _, up = _matrices(a)
+    grad_both = grad @ up.T
+    return (grad_both * (b @ at_most)) @ at_most.T, (grad_both * (a @ at_most)) @ at_most.T
 
 
 GATE_GRADIENTS = {  # (a, b, d loss / d output) -> (d loss / d a, d loss / d b or None), all [B, M]
@@ -159,9 +188,8 @@ GATE_GRADIENTS = {  # (a, b, d loss / d output) -> (d loss / d a, d loss / d b o
     "dec": lambda a, b, g: (torch.roll(g, shifts=1, dims=-1), None),
     "add": lambda a, b, g: (_correlate(b, g), _correlate(a, g)),
     "sub": lambda a, b, g: (_convolve(g, b), _correlate(g, a)),
-    "lt": lambda a, b, g: (_bit_gradient(g) * (_reverse_cumsum(b) - b),
-                           _bit_gradient(g) * (torch.cumsum(a, dim=-1) - a)),
-    "le": lambda a, b, g: (_bit_gradient(g) * _reverse_cumsum(b), _bit_gradient(g) * torch.cumsum(a, dim=-1)),
+    "lt": _lt_gradient,
+    "le": _le_gradient,
     "eq": lambda a, b, g: (_bit_gradient(g) * b, _bit_gradient(g) * a),
     "min": _min_gradient,
     "max": _max_gradient,
