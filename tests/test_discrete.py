@@ -86,3 +86,11 @@ def test_discrete_machine_stops_when_f_exceeds_one_half():
 def test_discrete_machine_rejects_distributions():
     with pytest.raises(ValueError, match="integer cells"):
         run_discrete(NRAM(), torch.full((1, 4, 4), 0.25), 2)
+
+
+@pytest.mark.parametrize("stop_logit, expected", [(0.25, 1), (-0.25, 6)])
+def test_stop_threshold_is_f_one_half(stop_logit, expected):
+    # f = sigmoid(0.25) = 0.56 stops after the first step; f = 0.44 never stops.
+    model = decisive_model(1, stop_logit=stop_logit)
+    memory0 = torch.randint(0, 8, (3, 8), generator=torch.Generator().manual_seed(1))
+    assert trace_discrete(model, memory0, 6).stop_steps.tolist() == [expected] * 3
