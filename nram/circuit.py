@@ -83,39 +83,42 @@ class CircuitLayout:
         return tuple(starts)
 
     def padding_index(self, device: torch.device | str | None = None) -> Tensor:
-        """Index into ``[logits, blank]`` that spreads the controller's output over padded slots.
+        """Index into ``[logits, blank]`` that spreads the controller's output over padded choices.
 
-        The result has ``num_slots * (R + Q) + 1`` entries: slot after slot, each ``R + Q``
-        wide, then the stop logit. Options a slot does not have point at the blank (index
-        ``num_logits``), which holds ``-inf``, so no softmax or argmax ever picks them.
+        The result has ``(R + Q) * num_slots + 1`` entries, source-major: entry
+        ``j * num_slots + s`` is option j of slot s, and the last one is the stop logit. Options a
+        slot does not have point at the blank (index ``num_logits``), which holds ``-inf``, so no
+        softmax or argmax ever picks them. Source-major puts the batch innermost once the
+        logits are ``[P, B]`` (see :func:`spread_logits`).
         """
         blank = self.num_logits
-        index, offset = [], 0
-        for width in self.slot_widths:
-            index.extend(range(offset, offset + width))
-            index.extend([blank] * (self.num_sources - width))
+        index = torch.full((self.num_sources, self.num_slots), blank, dtype=torch.long)
+        offset = 0
+        for slot, width in enumerate(self.slot_widths):
+            index[:width, slot] = torch.arange(offset, offset + width)
             offset += width
-        index.append(self.num_logits - 1)
-        return torch.tensor(index, dtype=torch.long, device=device)
+        return torch.cat([index.flatten(), torch.tensor([self.num_logits - 1])]).to(device)
 
     def action_nvec(self) -> list[int]:
         """Option counts of every choice, then 2 for the stop bit (a ``MultiDiscrete`` space)."""
         return list(self.slot_widths) + [2]
 
 
-def padded_readout(weight: Tensor, bias: Tensor, padding_index: Tensor) -> tuple[Tensor, Tensor]:
-    """The controller's read-out (``weight [num_logits, H]``, ``bias``) rearranged to emit padded logits.
+def readout_with_blank(weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+    """The controller's read-out (``weight [num_logits, H]``, ``bias [num_logits]``) with one more
+    output, the blank, fixed at ``-inf``: ``(weight [num_logits + 1, H], bias [num_logits + 1, 1])``.
 
-    Returns ``(weight [P, H], bias [P])`` with ``P = num_slots * (R + Q) + 1``: rows of missing
-    options are zero with bias ``-inf``. Built once per rollout, so each timestep's logits are a
-    single ``addmm`` (and gradients still reach the read-out).
+    Built once per rollout; ``addmm(bias, weight, hidden.T)`` then gives ``[logits, blank]``
+    batch-last (``[num_logits + 1, B]``) in one op, ready for :func:`spread_logits`.
     """
     weight = torch.cat([weight, weight.new_zeros(1, weight.shape[1])])
     bias = torch.cat([bias, bias.new_full((1,), float("-inf"))])
-    return weight.index_select(0, padding_index), bias.index_select(0, padding_index)
+    return weight, bias[:, None]
 
 
-def split_padded_logits(padded: Tensor, layout: CircuitLayout) -> tuple[Tensor, Tensor]:
-    """Padded logits ``[B, P]`` -> (choice logits ``[B, num_slots, R+Q]``, stop logit ``[B]``)."""
-    choices = padded[:, :-1].view(padded.shape[0], layout.num_slots, layout.num_sources)
-    return choices, padded[:, -1]
+def spread_logits(logits: Tensor, padding_index: Tensor, layout: CircuitLayout) -> tuple[Tensor, Tensor]:
+    """``[logits, blank]`` ``[num_logits + 1, B]`` -> (padded choice logits ``[R+Q, num_slots, B]``,
+    ``-inf`` on missing options, and the stop logit ``[B]``); ``padding_index`` from
+    :meth:`CircuitLayout.padding_index`."""
+    padded = logits.index_select(0, padding_index)
+    return padded[:-1].view(layout.num_sources, layout.num_slots, -1), padded[-1]

@@ -100,7 +100,7 @@ def trace_discrete(model: torch.nn.Module, memory0: Tensor, steps: int) -> Discr
     """
     model.check_memory(memory0, steps, integer=True)
     layout: CircuitLayout = model.layout
-    readout = model.padded_readout()
+    readout = model.readout()
     batch_size = memory0.shape[0]
     memory = memory0
     registers = memory0.new_zeros(batch_size, layout.num_registers)

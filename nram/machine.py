@@ -5,19 +5,25 @@ mixtures of ``(r_1..r_R, o_1..o_{i-1})``; READ sees memory before this step's WR
 comes first. Then every register is replaced, all at once, by a mixture of
 ``(old registers, all gate outputs)``. Shapes: memory ``[B, M, M]``, registers ``[B, R, M]``,
 choice weights ``[B, num_slots, R+Q]`` (rows are softmaxes, zero on missing options).
+
+Inside, the step works value-major (see :mod:`nram.gates`): memory ``[M, M, B]``, registers
+``[R, M, B]``, weights ``[R+Q, slots, B]``, so the batch is the innermost, contiguous
+dimension of every operation. :func:`machine_step` takes and returns the batch-first shapes
+above (as views: no copies when the tensors are stored value-major); :func:`step_values`
+is the same step value-major, which :class:`nram.model.NRAM` runs a whole rollout in.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from nram import gates as G
 from nram.circuit import CircuitLayout
-from nram.gates import GATE_ARITY
+from nram.gates import GATE_ARITY, GATE_CONSTANTS
 
 
 class MachineState(NamedTuple):
@@ -27,18 +33,26 @@ class MachineState(NamedTuple):
     registers: Tensor
 
 
-def initial_state(memory0: Tensor, num_registers: int) -> MachineState:
-    """Memory ``[B, M, M]`` as given and every register one-hot 0: ``[B, R, M]``."""
-    registers = memory0.new_zeros(memory0.shape[0], num_registers, memory0.shape[1])
-    registers[:, :, 0] = 1.0
-    return MachineState(memory0, registers)
+def one_hot_cells(memory0: Tensor, dtype: torch.dtype) -> Tensor:
+    """Integer cells ``LongTensor[B, M]`` -> their one-hot distributions, value-major ``[M, M, B]``."""
+    values = torch.arange(memory0.shape[1], device=memory0.device)
+    return (memory0.T[:, None, :] == values[:, None]).to(dtype)
+
+
+def initial_registers(batch_size: int, num_registers: int, memory_size: int, *,
+                      dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tensor:
+    """Every register one-hot 0, value-major: ``[R, M, B]``."""
+    registers = torch.zeros(num_registers, memory_size, batch_size, dtype=dtype, device=device)
+    registers[:, 0] = 1.0
+    return registers
 
 
 def constant_values(batch_size: int, memory_size: int, *, dtype: torch.dtype = torch.float32,
                     device: torch.device | str | None = None) -> Tensor:
-    """One-hot distributions of 0, 1 and 2 (mod M): ``[3, B, M]``, built once per rollout."""
+    """One-hot distributions of 0, 1 and 2 (mod M), value-major: ``[3, M, B]``, built once per rollout."""
     values = torch.arange(3, device=device) % memory_size
-    return F.one_hot(values, memory_size).to(dtype)[:, None, :].expand(3, batch_size, memory_size)
+    one_hot = (values[:, None] == torch.arange(memory_size, device=device)).to(dtype)
+    return one_hot[:, :, None].expand(3, memory_size, batch_size)
 
 
 def machine_step(state: MachineState, weights: Tensor, layout: CircuitLayout, constants: Tensor) -> MachineState:
@@ -49,95 +63,118 @@ def machine_step(state: MachineState, weights: Tensor, layout: CircuitLayout, co
     :func:`constant_values`. Returns the new :class:`MachineState`. Differentiable in memory,
     registers and weights, through a hand-written backward (:class:`_MachineStep`).
     """
-    memory, registers = _MachineStep.apply(state.memory, state.registers, weights, layout, constants)
-    return MachineState(memory, registers)
+    memory, registers = step_values(state.memory.permute(1, 2, 0), state.registers.permute(1, 2, 0),
+                                    weights.permute(2, 1, 0), layout, constants)
+    return MachineState(memory.permute(2, 0, 1), registers.permute(2, 0, 1))
+
+
+def step_values(memory: Tensor, registers: Tensor, weights: Tensor, layout: CircuitLayout,
+                constants: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`machine_step` value-major: memory ``[M, M, B]``, registers ``[R, M, B]``, weights
+    ``[R+Q, slots, B]`` -> ``(memory', registers')``, value-major too."""
+    return _MachineStep.apply(memory, registers, weights, layout, constants)
+
+
+@functools.lru_cache(maxsize=64)
+def _known_sources(layout: CircuitLayout) -> tuple[tuple[int, int | None], ...]:
+    """The sources known before any gate runs: ``(source index, None)`` for every register,
+    then ``(source index, value)`` for every constant gate."""
+    registers = tuple((j, None) for j in range(layout.num_registers))
+    return registers + tuple((layout.num_registers + i, GATE_CONSTANTS[name])
+                             for i, name in enumerate(layout.gates) if name in GATE_CONSTANTS)
 
 
 def _run_gates(memory: Tensor, registers: Tensor, weights: Tensor, layout: CircuitLayout,
                constants: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
-    """The forward pass of one step, without autograd.
+    """The forward pass of one step, value-major and without autograd.
 
-    Every slot's mixture is linear in the sources, so instead of stacking the sources for
-    each gate, ``mixed[b, s]`` accumulates ``weights[b, s, j] * source_j`` as each source
-    appears. A slot of gate i gives weight 0 to gate i's output and to later ones, so once
-    gate i has run every later slot already holds its input, and at the end ``mixed`` holds
-    every gate's inputs and the new registers. Returns ``(memory', mixed [B, slots, M],
-    gate outputs Q x [B, M])``.
+    Every slot's input is linear in the sources, so instead of stacking the sources for
+    each gate, ``mixed[s]`` accumulates ``weights[j, s] * source_j`` as each source appears,
+    starting with the registers and the constant gates. A slot of gate i gives weight 0 to
+    gate i's output and to later ones, so once gate i has run every later slot already
+    holds its input, and at the end ``mixed`` holds every gate's inputs and the new
+    registers. Returns ``(memory' [M, M, B], mixed [slots, M, B], sources: the R + Q
+    values [M, B] in weight order)``.
     """
     num_registers = layout.num_registers
-    mixed = torch.bmm(weights[:, :, :num_registers], registers)
-    slots = mixed.unbind(1)  # views: they see every later in-place update of mixed
-    outputs = []
+    rows = weights.unbind(0)  # rows[j] [slots, 1, B]: every slot's weight on source j
+    register_values, constant_list = registers.unbind(0), constants.unbind(0)
+    sources: list[Tensor] = [None] * layout.num_sources
+    mixed = None
+    for j, value in _known_sources(layout):
+        sources[j] = register_values[j] if value is None else constant_list[value]
+        mixed = rows[j] * sources[j] if mixed is None else mixed.addcmul_(rows[j], sources[j])
+    slots = mixed.unbind(0)  # views: they see every later in-place update of mixed
     for i, name in enumerate(layout.gates):
-        arity = GATE_ARITY[name]
         first = layout.first_slot[i]
         if name == "write":
-            memory = G.write(memory, slots[first], slots[first + 1])
-            out = constants[0]
-        elif arity == 0:
-            out = constants[G.GATE_CONSTANTS[name]]
-        elif name == "read":
-            out = G.read(memory, slots[first])
+            memory = G.write_values(memory, slots[first], slots[first + 1])
+            continue
+        if name in GATE_CONSTANTS:
+            continue
+        if name == "read":
+            out = G.read_values(memory, slots[first])
         else:
-            out = G.GATE_FUNCTIONS[name](slots[first], slots[first + 1] if arity == 2 else None)
-        users = layout.first_slot[i + 1] if i + 1 < layout.num_gates else layout.num_slots - num_registers
-        mixed[:, users:].addcmul_(weights[:, users:, num_registers + i, None], out[:, None, :])
-        outputs.append(out)
-    return memory, mixed, outputs
+            out = G.GATE_FUNCTIONS[name](slots[first], slots[first + 1] if GATE_ARITY[name] == 2 else None)
+        mixed.addcmul_(rows[num_registers + i], out)
+        sources[num_registers + i] = out
+    return memory, mixed, sources
 
 
 class _MachineStep(torch.autograd.Function):
-    """One soft timestep with a hand-written backward.
+    """One soft timestep, value-major, with a hand-written backward.
 
-    Autograd through the step records some 600 small operations per timestep; at the batch
+    Autograd through the step records hundreds of small operations per timestep; at the batch
     sizes NRAM trains with, their bookkeeping costs more than the arithmetic. The backward
-    walks the gates in reverse: the gradient reaching gate i's output is
-    ``sum_s weights[s, R+i] grad_mixed[s]`` (only later slots and the registers use it), the
-    gate's vector-Jacobian product (:data:`nram.gates.GATE_GRADIENTS`) adds into its input
-    slots, and finally ``grad_weights = grad_mixed sources^T``.
+    mirrors the forward's accumulation: ``grad_sources[j]`` collects ``weights[j, s] *
+    grad_slot[s]`` as each slot's gradient becomes known, starting with the registers' slots.
+    Walking the gates in reverse, gate i's output has received every contribution (only later
+    slots use it) when its turn comes; its vector-Jacobian product
+    (:data:`nram.gates.GATE_GRADIENTS`) gives its input slots' gradients, and finally
+    ``grad_weights[j, s] = <grad_slot[s], source_j>``.
     """
 
     @staticmethod
     def forward(ctx, memory: Tensor, registers: Tensor, weights: Tensor, layout: CircuitLayout,
                 constants: Tensor) -> tuple[Tensor, Tensor]:
-        new_memory, mixed, outputs = _run_gates(memory, registers, weights, layout, constants)
+        weights = weights.unsqueeze(2)
+        new_memory, mixed, sources = _run_gates(memory, registers, weights, layout, constants)
         if any(ctx.needs_input_grad):
             ctx.layout = layout
-            ctx.save_for_backward(memory, weights, mixed, torch.cat([registers, torch.stack(outputs, dim=1)], dim=1))
-        return new_memory, mixed[:, layout.num_slots - layout.num_registers:]
+            ctx.save_for_backward(memory, weights, mixed, torch.stack(sources))
+        return new_memory, mixed[layout.num_slots - layout.num_registers:]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_memory: Tensor, grad_registers: Tensor):
         memory, weights, mixed, sources = ctx.saved_tensors
         layout: CircuitLayout = ctx.layout
-        num_registers = layout.num_registers
-        grad_mixed = torch.zeros_like(mixed)
-        grad_mixed[:, layout.num_slots - num_registers:] = grad_registers
-        slots, grad_slots = mixed.unbind(1), grad_mixed.unbind(1)
-        output_weights = weights[:, :, num_registers:].transpose(1, 2)[:, :, None, :].unbind(1)  # [B, 1, slots]
+        num_registers, first_register_slot = layout.num_registers, layout.num_slots - layout.num_registers
+        columns = weights.unbind(1)  # columns[s] [R+Q, 1, B]: slot s's weights on every source
+        grad_sources = torch.linalg.vecdot(weights[:, first_register_slot:], grad_registers, dim=1)
+        grad_outputs = grad_sources.unbind(0)  # views: they see every later in-place update
+        grad_slots: list[Tensor] = [None] * first_register_slot + list(grad_registers.unbind(0))
+        slots = mixed.unbind(0)
         for i in reversed(range(layout.num_gates)):
             name = layout.gates[i]
-            arity = GATE_ARITY[name]
             first = layout.first_slot[i]
             if name == "write":  # memory' = memory + p (v - memory); its output is a constant
                 address, value = slots[first], slots[first + 1]
-                grad_slots[first].add_((grad_memory * (value[:, None, :] - memory)).sum(-1))
-                grad_slots[first + 1].add_(torch.bmm(address[:, None, :], grad_memory).squeeze(1))
-                grad_memory = grad_memory * (1.0 - address)[:, :, None]
+                grads = (torch.linalg.vecdot(grad_memory, value - memory, dim=1),
+                         G.read_values(grad_memory, address))
+                grad_memory = torch.addcmul(grad_memory, grad_memory, address[:, None], value=-1.0)
+            elif name in GATE_CONSTANTS:
                 continue
-            if arity == 0:
-                continue
-            grad_out = torch.bmm(output_weights[i], grad_mixed).squeeze(1)
-            if name == "read":  # out = p^T memory, with memory as it was before WRITE
-                grad_slots[first].add_(torch.bmm(memory, grad_out[:, :, None]).squeeze(-1))
-                grad_memory = grad_memory + slots[first][:, :, None] * grad_out[:, None, :]
-                continue
-            grad_a, grad_b = G.GATE_GRADIENTS[name](slots[first], slots[first + 1] if arity == 2 else None,
-                                                    grad_out)
-            grad_slots[first].add_(grad_a)
-            if grad_b is not None:
-                grad_slots[first + 1].add_(grad_b)
-        grad_weights = torch.bmm(grad_mixed, sources.transpose(1, 2))
-        grad_registers_in = torch.bmm(weights[:, :, :num_registers].transpose(1, 2), grad_mixed)
-        return grad_memory, grad_registers_in, grad_weights, None, None
+            elif name == "read":  # out = p^T memory, with memory as it was before WRITE
+                grad_out = grad_outputs[num_registers + i]
+                grads = (torch.linalg.vecdot(memory, grad_out, dim=1),)
+                grad_memory = torch.addcmul(grad_memory, slots[first][:, None], grad_out)
+            else:
+                binary = GATE_ARITY[name] == 2
+                grads = G.GATE_GRADIENTS[name](slots[first], slots[first + 1] if binary else None,
+                                               grad_outputs[num_registers + i])[:1 + binary]
+            for slot, grad in enumerate(grads, start=first):
+                grad_slots[slot] = grad
+                grad_sources.addcmul_(columns[slot], grad)
+        grad_weights = (sources[:, None] * torch.stack(grad_slots)).sum(2)  # [R+Q, slots, B]
+        return grad_memory, grad_sources[:num_registers], grad_weights, None, None

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nram.circuit import CircuitLayout, padded_readout, split_padded_logits
+from nram.circuit import CircuitLayout, readout_with_blank, spread_logits
 from nram.controller import make_controller
 from nram.gates import GATE_NAMES
-from nram.machine import MachineState, constant_values, initial_state, machine_step
+from nram.machine import constant_values, initial_registers, one_hot_cells, step_values
 
 
 @dataclass
@@ -144,41 +144,58 @@ class NRAM(nn.Module):
         memory_size = memory0.shape[1]
         if memory_size < 2:
             raise ValueError(f"memory size M must be >= 2, got {memory_size}")
-        if is_integer and memory0.numel() and (memory0.min() < 0 or memory0.max() >= memory_size):
-            raise ValueError(f"memory cells must hold values in 0..{memory_size - 1} (M = {memory_size}), "
-                             f"got values from {int(memory0.min())} to {int(memory0.max())}")
+        if is_integer and memory0.numel():
+            low, high = (int(v) for v in torch.aminmax(memory0))
+            if low < 0 or high >= memory_size:
+                raise ValueError(f"memory cells must hold values in 0..{memory_size - 1} (M = {memory_size}), "
+                                 f"got values from {low} to {high}")
 
     def step_logits(self, inputs: Tensor, controller_state: Any, readout: tuple[Tensor, Tensor]
                     ) -> tuple[Tensor, Tensor, Any]:
         """One controller step: register flags ``[B, R]`` -> (choice logits ``[B, slots, R+Q]``
         with ``-inf`` on missing options, stop logit ``[B]``, new controller state).
 
-        ``readout`` is :meth:`padded_readout`'s result, computed once per rollout.
+        ``readout`` is :meth:`readout`'s result, taken once per rollout.
         """
+        choice_logits, stop_logit, controller_state = self._step_logits(inputs, controller_state, readout)
+        return choice_logits.permute(2, 1, 0), stop_logit, controller_state
+
+    def _step_logits(self, inputs: Tensor, controller_state: Any, readout: tuple[Tensor, Tensor]
+                     ) -> tuple[Tensor, Tensor, Any]:
+        """:meth:`step_logits` with the choice logits value-major, ``[R+Q, slots, B]``."""
         hidden, controller_state = self.controller.features(inputs, controller_state)
-        choice_logits, stop_logit = split_padded_logits(F.linear(hidden, *readout), self.layout)
+        weight, bias = readout
+        choice_logits, stop_logit = spread_logits(torch.addmm(bias, weight, hidden.T), self.padding_index,
+                                                  self.layout)
         return choice_logits, stop_logit, controller_state
 
-    def padded_readout(self) -> tuple[Tensor, Tensor]:
-        """The controller's read-out rearranged to emit padded choice logits (see nram.circuit)."""
-        return padded_readout(*self.controller.readout_weight(), self.padding_index)
+    def readout(self) -> tuple[Tensor, Tensor]:
+        """The controller's read-out for one rollout, with the blank output that
+        :func:`nram.circuit.spread_logits` needs: ``(weight [num_logits + 1, H], bias [num_logits + 1, 1])``."""
+        return readout_with_blank(*self.controller.readout_weight())
 
     def _unroll(self, memory0: Tensor, steps: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        """Yield ``(memory [B, M, M], stop logit [B], choice logits [B, slots, R+Q])`` per step."""
+        """Yield ``(memory [M, M, B], stop logit [B], choice logits [R+Q, slots, B])`` per step.
+
+        The whole rollout runs value-major (batch innermost, see :mod:`nram.machine`).
+        """
         self.check_memory(memory0, steps)
-        if not memory0.dtype.is_floating_point:
-            memory0 = F.one_hot(memory0, memory0.shape[1]).to(self.dtype)
         batch_size, memory_size = memory0.shape[:2]
-        state: MachineState = initial_state(memory0, self.layout.num_registers)
-        controller_state = self.controller.initial_state(batch_size, memory0.device)
-        readout = self.padded_readout()
-        constants = constant_values(batch_size, memory_size, dtype=memory0.dtype, device=memory0.device)
+        if memory0.dtype.is_floating_point:
+            memory = memory0.permute(1, 2, 0).contiguous()
+        else:
+            memory = one_hot_cells(memory0, self.dtype)
+        registers = initial_registers(batch_size, self.layout.num_registers, memory_size,
+                                      dtype=memory.dtype, device=memory.device)
+        controller_state = self.controller.initial_state(batch_size, memory.device)
+        readout = self.readout()
+        constants = constant_values(batch_size, memory_size, dtype=memory.dtype, device=memory.device)
         for _ in range(steps):
-            choice_logits, stop_logit, controller_state = self.step_logits(
-                state.registers[:, :, 0], controller_state, readout)
-            weights = torch.softmax(choice_logits, dim=-1)
-            state = machine_step(state, weights, self.layout, constants)
-            yield state.memory, stop_logit, choice_logits
+            choice_logits, stop_logit, controller_state = self._step_logits(
+                registers[:, 0].T, controller_state, readout)
+            memory, registers = step_values(memory, registers, torch.softmax(choice_logits, dim=0),
+                                            self.layout, constants)
+            yield memory, stop_logit, choice_logits
 
     def forward(self, memory0: Tensor, steps: int, *, with_entropy: bool = False) -> Rollout:
         """Unroll the soft machine for ``steps`` timesteps.
@@ -192,8 +209,8 @@ class NRAM(nn.Module):
             memories.append(memory)
             stop_logits.append(stop_logit)
             if with_entropy:
-                entropies.append(choice_entropy(choice_logits))
-        return Rollout(torch.stack(memories), stop_distribution(torch.stack(stop_logits)),
+                entropies.append(choice_entropy(choice_logits.permute(2, 1, 0)))
+        return Rollout(torch.stack(memories).permute(0, 3, 1, 2), stop_distribution(torch.stack(stop_logits)),
                        torch.stack(entropies) if with_entropy else None)
 
     def output_memory(self, memory0: Tensor, steps: int) -> Tensor:
@@ -206,7 +223,7 @@ class NRAM(nn.Module):
         for t, (memory, stop_logit, _) in enumerate(self._unroll(memory0, steps)):
             f = torch.sigmoid(stop_logit) if t < steps - 1 else torch.ones_like(stop_logit)
             survival = torch.ones_like(f) if survival is None else survival
-            contribution = (survival * f)[:, None, None] * memory
+            contribution = (survival * f) * memory  # [B] against [M, M, B]
             output = contribution if output is None else output + contribution
             survival = survival * (1.0 - f)
-        return output
+        return output.permute(2, 0, 1)

@@ -1,6 +1,6 @@
 """Training and inference throughput of the soft machine, in examples per second.
 
-Training = forward + backward + Adam step on random memories; inference = the streamed
+Training = forward + backward + Adam step (as `nram train` builds it) on random memories; inference = the streamed
 forward (``NRAM.output_memory``) under ``torch.no_grad``. Medians of repeated timings.
 
     python scripts/bench_machine.py                 # the full table on cpu (and cuda if present)
@@ -16,11 +16,13 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import time
 
 import torch
 
 from nram.model import NRAM, MachineConfig, rollout_loss
+from training.optim import make_optimizer
 
 REGISTERS = 2
 REFERENCE_TRAIN = 386.0  # Theano NRAM, M=10, R=2, T=3, batch 32, on the 2-core CPU
@@ -51,7 +53,7 @@ def median_seconds(fn, device: str, min_time: float = 0.4, repeats: int = 5) -> 
 
 
 def make_train_step(model: NRAM, memory: torch.Tensor, steps: int, compile_model: bool):
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = make_optimizer("adam", model.parameters(), lr=1e-3)  # as `nram train` builds it
     mask = torch.ones_like(memory, dtype=torch.bool)
 
     def loss_fn():
@@ -136,15 +138,23 @@ def main() -> None:
     default_threads = torch.get_num_threads()
     thread_counts = [int(t) for t in args.threads.split(",")] if args.threads else [default_threads]
     records = []
+
+    def record(result: dict) -> None:
+        """Print one row at once and rewrite the JSON, so an interrupted run keeps what it measured."""
+        records.append(result)
+        print_table(records[-1:]) if len(records) > 1 else print_table(records)
+        sys.stdout.flush()
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(records, f, indent=1)
+
     for device in devices:
         for threads in (thread_counts if device == "cpu" else [default_threads]):
             for mode, memory_size, steps, batch in settings(args.quick):
-                records.append(measure(mode, memory_size, steps, batch, device, threads))
-                print_table(records[-1:]) if len(records) > 1 else print_table(records)
+                record(measure(mode, memory_size, steps, batch, device, threads))
             if args.compile:
                 for mode, batch in (("train", 32), ("infer", 4096)):
-                    records.append(measure(mode, 10, 3, batch, device, threads, compile_model=True))
-                    print_table(records[-1:])
+                    record(measure(mode, 10, 3, batch, device, threads, compile_model=True))
     print()
     print_table(records)
     for device in devices:
@@ -161,9 +171,6 @@ def main() -> None:
                                     and r["threads"] == thread_counts[-1]], mode, batch)
         if exponent is not None:
             print(f"{devices[0]} {mode} batch {batch}: time per step grows as M^{exponent:.2f} (T = 3)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(records, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -94,8 +94,8 @@ def test_gradcheck_read_and_write():
 @pytest.mark.parametrize("size", [6, G.FFT_MIN_SIZE])
 def test_hand_written_gate_gradients_match_autograd(name, size):
     gen = torch.Generator().manual_seed(6)
-    a, b = (x.requires_grad_() for x in random_distributions(2, 3, size, generator=gen))
-    grad_out = torch.randn(3, size, generator=gen, dtype=torch.float64)
+    a, b = (x.T.requires_grad_() for x in random_distributions(2, 3, size, generator=gen))  # value-major
+    grad_out = torch.randn(size, 3, generator=gen, dtype=torch.float64)
     unary = G.GATE_ARITY[name] == 1
     out = G.GATE_FUNCTIONS[name](a, None if unary else b)
     expected = torch.autograd.grad(out, (a,) if unary else (a, b), grad_out)

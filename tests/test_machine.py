@@ -61,8 +61,8 @@ def random_step_inputs(layout, batch, size, gen, dtype=torch.float64):
 
 def weights_from_logits(logits, layout):
     blank = torch.full_like(logits[:, :1], float("-inf"))
-    padded = torch.cat([logits, blank], dim=1)[:, layout.padding_index()][:, :-1]
-    return torch.softmax(padded.view(-1, layout.num_slots, layout.num_sources), dim=-1)
+    padded = torch.cat([logits, blank], dim=1)[:, layout.padding_index()][:, :-1]  # source-major
+    return torch.softmax(padded.view(-1, layout.num_sources, layout.num_slots).transpose(1, 2), dim=-1)
 
 
 @pytest.mark.parametrize("gates", GATE_SETS)

@@ -133,3 +133,32 @@ def test_cuda_rollout_matches_cpu():
     gpu = model.cuda()(memory0.cuda(), 4)
     assert torch.allclose(gpu.memories.cpu(), cpu.memories, atol=1e-4)
     assert torch.allclose(gpu.stop_probs.cpu(), cpu.stop_probs, atol=1e-5)
+
+
+@pytest.mark.parametrize("gates", [None, ("read", "add", "lt", "write")])
+def test_step_logits_put_every_controller_output_at_its_slot_and_option(gates):
+    # Read the controller's flat output off the padded choices, knowing only the documented
+    # layout: slot after slot, each as wide as its options, then the stop logit.
+    config = MachineConfig(num_registers=3, gates=gates) if gates else MachineConfig(num_registers=3)
+    model = NRAM(config)
+    layout = model.layout
+    with torch.no_grad():
+        model.controller.readout.weight.zero_()
+        model.controller.readout.bias.copy_(torch.arange(layout.num_logits, dtype=torch.float32))
+    choices, stop_logit, _ = model.step_logits(torch.ones(2, 3), None, model.readout())
+    assert choices.shape == (2, layout.num_slots, layout.num_sources)
+    offset = 0
+    for slot, width in enumerate(layout.slot_widths):
+        assert choices[:, slot, :width].tolist() == [list(range(offset, offset + width))] * 2
+        assert torch.isneginf(choices[:, slot, width:]).all()
+        offset += width
+    assert stop_logit.tolist() == [layout.num_logits - 1] * 2
+
+
+def test_mlp_features_are_its_layers_applied_in_order():
+    torch.manual_seed(0)
+    controller = NRAM(MachineConfig(num_registers=3, hidden_size=16)).controller
+    inputs = torch.rand(5, 3)
+    hidden, _ = controller.features(inputs)
+    assert torch.equal(hidden, controller.body(inputs))
+    assert torch.equal(controller.readout(hidden), controller(inputs)[0])

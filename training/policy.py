@@ -32,7 +32,7 @@ class ControllerPolicy:
     def reset(self) -> None:
         """Start a new episode: fresh controller state."""
         device = next(self.model.parameters()).device
-        self.readout = self.model.padded_readout()
+        self.readout = self.model.readout()
         self.state = self.model.controller.initial_state(1, device)
 
     @torch.no_grad()

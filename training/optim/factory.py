@@ -22,7 +22,9 @@ OPTIMIZER_NAMES: tuple[str, ...] = tuple(OPTIMIZERS)
 def make_optimizer(name: str, params: Iterable[Any], **kwargs: Any) -> Optimizer:
     """Build optimizer ``name`` over ``params`` with keyword arguments ``kwargs``.
 
-    ``"sgd"`` and ``"adam"`` are torch's own classes; ``"rbd"`` is
+    ``"sgd"`` and ``"adam"`` are torch's own classes, in their fused form unless ``fused=False``
+    is passed (one kernel over all parameters: NRAM controllers have a few small tensors, so
+    the per-tensor loop of the default form costs more than the arithmetic); ``"rbd"`` is
     :class:`RandomBasesDescent`, ``"fpd"`` :class:`FixedProjectionDescent`. ``params`` is
     anything torch optimizers take: parameters, ``(name, parameter)`` pairs or param groups.
     For ``"rbd"``/``"fpd"`` with per-module compartments (their default) pass names::
@@ -35,4 +37,6 @@ def make_optimizer(name: str, params: Iterable[Any], **kwargs: Any) -> Optimizer
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZER_NAMES)}")
+    if name in ("sgd", "adam"):
+        kwargs.setdefault("fused", True)
     return OPTIMIZERS[name](params, **kwargs)
