@@ -66,9 +66,10 @@ def test_read_and_write_match_their_formulas():
 
 
 @pytest.mark.parametrize("name", ARITHMETIC)
-def test_gates_output_distributions_in_float32(name):
+@pytest.mark.parametrize("size", [24, G.FFT_MIN_SIZE + 16])
+def test_gates_output_distributions_in_float32(name, size):
     gen = torch.Generator().manual_seed(3)
-    a, b = random_distributions(2, 64, 24, generator=gen, dtype=torch.float32)
+    a, b = random_distributions(2, 64, size, generator=gen, dtype=torch.float32)
     out = G.apply_gate(name, a, b)
     assert (out >= 0).all()
     assert torch.allclose(out.sum(-1), torch.ones(64), atol=1e-6)
