@@ -26,6 +26,10 @@ from nram.circuit import CircuitLayout
 from nram.gates import GATE_ARITY, GATE_CONSTANTS
 
 
+BMM_MIN_SIZE = 32
+"""From this many values on, the backward forms ``grad_weights`` by a batched matmul (see :func:`_pairwise_dot`)."""
+
+
 class MachineState(NamedTuple):
     """The machine between timesteps: memory ``[B, M, M]`` and registers ``[B, R, M]``."""
 
@@ -184,9 +188,9 @@ def _pairwise_dot(sources: Tensor, grad_slots: Tensor) -> Tensor:
     """``out[j, s] = <sources[j], grad_slots[s]>`` over the values: ``[K, M, B]``, ``[S, M, B]`` -> ``[K, S, B]``.
 
     A broadcast product for small M (one op, the fewest at small batches); from
-    :data:`nram.gates.FFT_MIN_SIZE` values on, a batched matmul, which avoids the ``[K, S, M, B]``
+    :data:`BMM_MIN_SIZE` values on, a batched matmul, which avoids the ``[K, S, M, B]``
     temporary (2-3x faster at M = 64, batch 256).
     """
-    if sources.shape[1] < G.FFT_MIN_SIZE:
+    if sources.shape[1] < BMM_MIN_SIZE:
         return (sources[:, None] * grad_slots).sum(2)
     return torch.bmm(sources.permute(2, 0, 1).contiguous(), grad_slots.permute(2, 1, 0).contiguous()).permute(1, 2, 0)

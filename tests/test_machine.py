@@ -66,7 +66,7 @@ def weights_from_logits(logits, layout):
 
 
 @pytest.mark.parametrize("gates", GATE_SETS)
-@pytest.mark.parametrize("size", [3, 7, 33])  # 33: the FFT and batched-matmul paths for large M
+@pytest.mark.parametrize("size", [3, 7, 33])  # 33: the batched-matmul path for large M
 def test_step_and_its_gradient_match_the_reference(gates, size):
     # The closed forms use sum(p) = 1, so off the simplex their gradients may differ from the
     # table's by a component normal to it. Memory and registers enter through softmaxes here,
