@@ -1,7 +1,8 @@
 """Training and inference throughput of the soft machine, in examples per second.
 
-Training = forward + backward + Adam step (as `nram train` builds it) on random memories; inference = the streamed
-forward (``NRAM.output_memory``) under ``torch.no_grad``. Medians of repeated timings.
+Training = forward + backward + Adam step (as `nram train` builds it) on random memories; inference = the
+streamed forward (``NRAM.output_memory``) in eval mode under ``torch.no_grad``, as ``nram eval`` runs it.
+Medians of repeated timings.
 
     python scripts/bench_machine.py                 # the full table on cpu (and cuda if present)
     python scripts/bench_machine.py --quick         # the headline settings only
@@ -78,6 +79,7 @@ def measure(mode: str, memory_size: int, steps: int, batch: int, device: str, th
     if mode == "train":
         fn = make_train_step(model, memory, steps, compile_model)
     else:
+        model.eval()  # as `nram eval` runs it
         forward = torch.compile(model.output_memory) if compile_model else model.output_memory
 
         def fn():

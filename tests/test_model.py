@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from conftest import requires_cuda
 
+import nram.model as model_module
 from nram.model import NRAM, MachineConfig, choice_entropy, rollout_loss, stop_distribution
 
 
@@ -43,7 +44,6 @@ def test_loss_is_the_expected_masked_negative_log_likelihood():
 
 def test_output_memory_is_the_stop_weighted_mixture():
     torch.manual_seed(0)
-    torch.manual_seed(0)
     rollout = NRAM(MachineConfig(num_registers=2))(torch.randint(0, 5, (2, 5)), 3)
     expected = sum(rollout.stop_probs[t, :, None, None] * rollout.memories[t] for t in range(3))
     assert torch.allclose(rollout.output_memory(), expected, atol=1e-6)
@@ -55,6 +55,19 @@ def test_streamed_output_memory_equals_the_rollouts():
     memory0 = torch.randint(0, 6, (4, 6))
     expected = model(memory0, 5).output_memory()
     assert torch.allclose(model.output_memory(memory0, 5), expected, rtol=0, atol=1e-12)
+
+
+def test_streamed_output_memory_in_cpu_slices_equals_the_rollouts(monkeypatch):
+    monkeypatch.setattr(model_module, "CPU_SLICE_BYTES", 3 * 6 * 6 * 8)  # slices of 3 examples
+    torch.manual_seed(0)
+    model = NRAM(MachineConfig(num_registers=2)).double().eval()
+    slices = []
+    streamed = model._streamed_output
+    monkeypatch.setattr(model, "_streamed_output", lambda part, steps: slices.append(len(part)) or streamed(part, steps))
+    memory0 = torch.randint(0, 6, (8, 6))
+    expected = model(memory0, 5).output_memory()
+    assert torch.allclose(model.output_memory(memory0, 5), expected, rtol=0, atol=1e-12)
+    assert slices == [3, 3, 2]
 
 
 def test_one_hot_and_integer_memory_give_the_same_rollout():
