@@ -90,7 +90,24 @@ LISTK = (("p", "k", "started", "value_at"), [
     ({}, {"read": "value_at", "write": ("two", "read")}),
 ])
 
-PROGRAMS = {"swap": SWAP, "permutation": PERMUTATION, "listk": LISTK}
+# Merge [a, b, o, A.., G, B.., G, 0..]: three setup steps read a, b and o (each register first
+# holds the cell to read it from; s marks the end of setup), then three steps per output:
+# t := A[pa]; then y := B[pb], cell po := min(t, y), po += 1, t := [y < t]; then advance pb
+# if t else pa. The guard G = M - 1 is larger than every value, so an exhausted array is never
+# taken. Setup WRITEs rewrite the cell just read; loop WRITEs outside the middle step hit the
+# next, not yet written output cell.
+MERGE = (("pa", "pb", "po", "t", "ph", "s"), [
+    ({"pa": True}, {"read": "pa", "pa": "read", "pb": "one", "po": "two", "write": ("pa", "read")}),
+    ({"s": True, "t": True}, {"read": "pb", "pb": "read", "t": "one", "write": ("pb", "read")}),
+    ({"s": True}, {"read": "po", "po": "read", "t": "zero", "s": "one", "write": ("po", "read")}),
+    ({"t": True, "ph": True}, {"read": "pa", "t": "read", "write": ("po", "zero")}),
+    ({"ph": True}, {"read": "pb", "lt": ("read", "t"), "min": ("t", "read"), "write": ("po", "min"),
+                    "inc": "po", "po": "inc", "t": "lt", "ph": "one"}),
+    ({"t": False}, {"read": "pb", "inc": "pb", "pb": "inc", "t": "zero", "ph": "zero", "write": ("po", "zero")}),
+    ({}, {"read": "pa", "inc": "pa", "pa": "inc", "ph": "zero", "write": ("po", "zero")}),
+])
+
+PROGRAMS = {"swap": SWAP, "permutation": PERMUTATION, "listk": LISTK, "merge": MERGE}
 
 
 @pytest.mark.parametrize("task_name", sorted(PROGRAMS))
