@@ -107,7 +107,33 @@ MERGE = (("pa", "pb", "po", "t", "ph", "s"), [
     ({}, {"read": "pa", "inc": "pa", "pa": "inc", "ph": "zero", "write": ("po", "zero")}),
 ])
 
-PROGRAMS = {"swap": SWAP, "permutation": PERMUTATION, "listk": LISTK, "merge": MERGE}
+# WalkBST [root, 0, d1..dk, 0, ...], nodes (value, left, right): p := root, i := 2; then two
+# steps per level: d := mem[i], p := p + d (the child's slot), i += 1; then p := mem[p]. Once it
+# reads d = 0 the path has ended and p is the last node. WRITE(1, READ) fires every step, so
+# the last one writes that node's value. t marks the second step.
+WALKBST = (("p", "i", "d", "t"), [
+    ({"p": True}, {"read": "p", "p": "read", "i": "two", "write": ("one", "read")}),
+    ({"t": True}, {"read": "i", "d": "read", "add": ("p", "read"), "p": "add", "inc": "i", "i": "inc",
+                   "t": "one", "write": ("one", "read")}),
+    ({"d": False}, {"read": "p", "p": "read", "t": "zero", "write": ("one", "read")}),
+    ({}, {"read": "p", "write": ("one", "read")}),
+])
+
+# ListSearch [head, v, 0, ...]: v := mem[1] (after v := 1 to address it); then per node two
+# steps: a := mem[a] + 1 (hop to the next node's value cell; from a = 0 the first hop lands on
+# the head's), then m := mem[a] - v and a -= 1 (back to the node). m = 0 means found: hold.
+# WRITE(2, a) fires every step, so cell 2 ends with the address of the first match.
+LISTSEARCH = (("a", "v", "m", "t"), [
+    ({"a": True, "v": True}, {"v": "one", "write": ("two", "a")}),
+    ({"a": True, "m": True}, {"read": "v", "v": "read", "m": "one", "write": ("two", "a")}),
+    ({"m": False, "t": True}, {"read": "a", "inc": "read", "a": "inc", "t": "one", "write": ("two", "a")}),
+    ({"t": False}, {"read": "a", "sub": ("read", "v"), "m": "sub", "dec": "a", "a": "dec", "t": "zero",
+                    "write": ("two", "a")}),
+    ({}, {"write": ("two", "a")}),
+])
+
+PROGRAMS = {"swap": SWAP, "permutation": PERMUTATION, "listk": LISTK, "listsearch": LISTSEARCH,
+            "merge": MERGE, "walkbst": WALKBST}
 
 
 @pytest.mark.parametrize("task_name", sorted(PROGRAMS))
