@@ -26,9 +26,9 @@ from nram.gates import GATE_NAMES
 from nram.machine import constant_values, initial_registers, one_hot_cells, step_values
 
 CPU_SLICE_BYTES = 1 << 20
-"""The streamed forward on the CPU runs the batch in slices whose memory takes about this many
-bytes (1 MiB, about a core's L2 cache), so that every intermediate stays in the cache: 4x faster
-at M = 64, batch 4096, and 1.1-1.5x at M = 10-16 (``scripts/bench_machine.py``)."""
+"""In eval mode on the CPU, :meth:`NRAM.output_memory` runs the batch in slices whose memory takes
+about this many bytes (1 MiB, a core's L2 cache), so every intermediate stays in the cache: 3.3x
+faster at M = 64 and 1.9x at M = 32 (batch 4096), side by side with one slice (docs/speed.md)."""
 
 
 @dataclass
@@ -223,8 +223,9 @@ class NRAM(nn.Module):
 
         Equals ``forward(memory0, steps).output_memory()`` in O(B M^2) memory instead of
         O(T B M^2): what evaluation on long inputs needs. In eval mode on the CPU the batch
-        runs in slices of about :data:`CPU_SLICE_BYTES` of memory each (the examples are
-        independent, so the result is the same).
+        runs in slices of about :data:`CPU_SLICE_BYTES` of memory each; the examples are
+        independent, so the result is the same. Not in training mode, where batchwise dropout
+        draws one pattern per call, and not on CUDA, which wants the whole batch at once.
         """
         self.check_memory(memory0, steps)
         batch_size, memory_size = memory0.shape[:2]
