@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from nram import gates as G
+from nram import native
 from nram.circuit import CircuitLayout
 from nram.gates import GATE_ARITY, GATE_CONSTANTS
 
@@ -129,59 +130,77 @@ class _MachineStep(torch.autograd.Function):
     """One soft timestep, value-major, with a hand-written backward.
 
     Autograd through the step records hundreds of small operations per timestep; at the batch
-    sizes NRAM trains with, their bookkeeping costs more than the arithmetic. The backward
-    mirrors the forward's accumulation: ``grad_sources[j]`` collects ``weights[j, s] *
+    sizes NRAM trains with, their bookkeeping costs more than the arithmetic. On the CPU the
+    step runs in C (:mod:`nram.native`), one call per timestep each way; elsewhere, or where no
+    C compiler works, it runs :func:`_run_gates` and :func:`_backward_gates`, the same formulas
+    in PyTorch.
+    """
+
+    @staticmethod
+    def forward(ctx, memory: Tensor, registers: Tensor, weights: Tensor, layout: CircuitLayout,
+                constants: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.native = native.usable(memory)
+        if ctx.native:  # the C step reads raw memory, so it runs on (and saves) contiguous tensors
+            memory, registers, weights = memory.contiguous(), registers.contiguous(), weights.contiguous()
+            new_memory, mixed, sources = native.step_forward(memory, registers, weights, layout)
+        else:
+            weights = weights.unsqueeze(2)
+            new_memory, mixed, sources = _run_gates(memory, registers, weights, layout, constants)
+            sources = torch.stack(sources)
+        if any(ctx.needs_input_grad):
+            ctx.layout = layout
+            ctx.save_for_backward(memory, weights, mixed, sources)
+        return new_memory, mixed[layout.num_slots - layout.num_registers:]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_memory: Tensor, grad_registers: Tensor):
+        step_backward = native.step_backward if ctx.native else _backward_gates
+        grads = step_backward(*ctx.saved_tensors, grad_memory, grad_registers, ctx.layout)
+        return *grads, None, None
+
+
+def _backward_gates(memory: Tensor, weights: Tensor, mixed: Tensor, sources: Tensor, grad_memory: Tensor,
+                    grad_registers: Tensor, layout: CircuitLayout) -> tuple[Tensor, Tensor, Tensor]:
+    """The backward of :func:`_run_gates` (weights ``[R+Q, slots, 1, B]``, sources stacked
+    ``[R+Q, M, B]``): ``(grad memory, grad registers, grad weights [R+Q, slots, B])``.
+
+    It mirrors the forward's accumulation: ``grad_sources[j]`` collects ``weights[j, s] *
     grad_slot[s]`` as each slot's gradient becomes known, starting with the registers' slots.
     Walking the gates in reverse, gate i's output has received every contribution (only later
     slots use it) when its turn comes; its vector-Jacobian product
     (:data:`nram.gates.GATE_GRADIENTS`) gives its input slots' gradients, and finally
     ``grad_weights[j, s] = <grad_slot[s], source_j>``.
     """
-
-    @staticmethod
-    def forward(ctx, memory: Tensor, registers: Tensor, weights: Tensor, layout: CircuitLayout,
-                constants: Tensor) -> tuple[Tensor, Tensor]:
-        weights = weights.unsqueeze(2)
-        new_memory, mixed, sources = _run_gates(memory, registers, weights, layout, constants)
-        if any(ctx.needs_input_grad):
-            ctx.layout = layout
-            ctx.save_for_backward(memory, weights, mixed, torch.stack(sources))
-        return new_memory, mixed[layout.num_slots - layout.num_registers:]
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_memory: Tensor, grad_registers: Tensor):
-        memory, weights, mixed, sources = ctx.saved_tensors
-        layout: CircuitLayout = ctx.layout
-        num_registers, first_register_slot = layout.num_registers, layout.num_slots - layout.num_registers
-        columns = weights.unbind(1)  # columns[s] [R+Q, 1, B]: slot s's weights on every source
-        grad_sources = torch.linalg.vecdot(weights[:, first_register_slot:], grad_registers, dim=1)
-        grad_outputs = grad_sources.unbind(0)  # views: they see every later in-place update
-        grad_slots: list[Tensor] = [None] * first_register_slot + list(grad_registers.unbind(0))
-        slots = mixed.unbind(0)
-        for i in reversed(range(layout.num_gates)):
-            name = layout.gates[i]
-            first = layout.first_slot[i]
-            if name == "write":  # memory' = memory + p (v - memory); its output is a constant
-                address, value = slots[first], slots[first + 1]
-                grads = (torch.linalg.vecdot(grad_memory, value - memory, dim=1),
-                         G.read_values(grad_memory, address))
-                grad_memory = torch.addcmul(grad_memory, grad_memory, address[:, None], value=-1.0)
-            elif name in GATE_CONSTANTS:
-                continue
-            elif name == "read":  # out = p^T memory, with memory as it was before WRITE
-                grad_out = grad_outputs[num_registers + i]
-                grads = (torch.linalg.vecdot(memory, grad_out, dim=1),)
-                grad_memory = torch.addcmul(grad_memory, slots[first][:, None], grad_out)
-            else:
-                binary = GATE_ARITY[name] == 2
-                grads = G.GATE_GRADIENTS[name](slots[first], slots[first + 1] if binary else None,
-                                               grad_outputs[num_registers + i])[:1 + binary]
-            for slot, grad in enumerate(grads, start=first):
-                grad_slots[slot] = grad
-                grad_sources.addcmul_(columns[slot], grad)
-        grad_weights = _pairwise_dot(sources, torch.stack(grad_slots))
-        return grad_memory, grad_sources[:num_registers], grad_weights, None, None
+    num_registers, first_register_slot = layout.num_registers, layout.num_slots - layout.num_registers
+    columns = weights.unbind(1)  # columns[s] [R+Q, 1, B]: slot s's weights on every source
+    grad_sources = torch.linalg.vecdot(weights[:, first_register_slot:], grad_registers, dim=1)
+    grad_outputs = grad_sources.unbind(0)  # views: they see every later in-place update
+    grad_slots: list[Tensor] = [None] * first_register_slot + list(grad_registers.unbind(0))
+    slots = mixed.unbind(0)
+    for i in reversed(range(layout.num_gates)):
+        name = layout.gates[i]
+        first = layout.first_slot[i]
+        if name == "write":  # memory' = memory + p (v - memory); its output is a constant
+            address, value = slots[first], slots[first + 1]
+            grads = (torch.linalg.vecdot(grad_memory, value - memory, dim=1),
+                     G.read_values(grad_memory, address))
+            grad_memory = torch.addcmul(grad_memory, grad_memory, address[:, None], value=-1.0)
+        elif name in GATE_CONSTANTS:
+            continue
+        elif name == "read":  # out = p^T memory, with memory as it was before WRITE
+            grad_out = grad_outputs[num_registers + i]
+            grads = (torch.linalg.vecdot(memory, grad_out, dim=1),)
+            grad_memory = torch.addcmul(grad_memory, slots[first][:, None], grad_out)
+        else:
+            binary = GATE_ARITY[name] == 2
+            grads = G.GATE_GRADIENTS[name](slots[first], slots[first + 1] if binary else None,
+                                           grad_outputs[num_registers + i])[:1 + binary]
+        for slot, grad in enumerate(grads, start=first):
+            grad_slots[slot] = grad
+            grad_sources.addcmul_(columns[slot], grad)
+    grad_weights = _pairwise_dot(sources, torch.stack(grad_slots))
+    return grad_memory, grad_sources[:num_registers], grad_weights
 
 
 def _pairwise_dot(sources: Tensor, grad_slots: Tensor) -> Tensor:

@@ -63,7 +63,7 @@ def decisive_model(seed, controller="mlp", gates=None, stop_logit=-50.0):
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("controller", ["mlp", "lstm"])
 @pytest.mark.parametrize("gates", [None, ("read", "zero", "one", "inc", "add", "dec", "lt", "write")])
-def test_one_hot_soft_machine_and_discrete_machine_agree(seed, controller, gates):
+def test_one_hot_soft_machine_and_discrete_machine_agree(seed, controller, gates, step_backend):
     model = decisive_model(seed, controller, gates)
     memory0 = torch.randint(0, 10, (16, 10), generator=torch.Generator().manual_seed(seed))
     rollout = model(memory0, 6)

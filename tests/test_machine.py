@@ -67,7 +67,7 @@ def weights_from_logits(logits, layout):
 
 @pytest.mark.parametrize("gates", GATE_SETS)
 @pytest.mark.parametrize("size", [3, 7, 33])  # 33: the batched-matmul path for large M
-def test_step_and_its_gradient_match_the_reference(gates, size):
+def test_step_and_its_gradient_match_the_reference(gates, size, step_backend):
     # The closed forms use sum(p) = 1, so off the simplex their gradients may differ from the
     # table's by a component normal to it. Memory and registers enter through softmaxes here,
     # so only the gradient along the simplex (the one training sees) is compared.
@@ -92,7 +92,7 @@ def test_step_and_its_gradient_match_the_reference(gates, size):
 
 
 @pytest.mark.parametrize("gates", GATE_SETS)
-def test_gradcheck_one_full_timestep(gates):
+def test_gradcheck_one_full_timestep(gates, step_backend):
     layout = CircuitLayout(2, gates) if gates else CircuitLayout(2)
     gen = torch.Generator().manual_seed(11)
     memory, registers, logits = (x.requires_grad_() for x in random_step_inputs(layout, 2, 5, gen))
@@ -105,7 +105,7 @@ def test_gradcheck_one_full_timestep(gates):
 
 
 @pytest.mark.parametrize("controller", ["mlp", "lstm"])
-def test_memory_stays_a_distribution_for_fifty_steps_in_float32(controller):
+def test_memory_stays_a_distribution_for_fifty_steps_in_float32(controller, step_backend):
     torch.manual_seed(0)
     model = NRAM(MachineConfig(num_registers=4, controller=controller))
     memory0 = torch.randint(0, 16, (8, 16), generator=torch.Generator().manual_seed(0))

@@ -1,0 +1,170 @@
+"""The machine step in C, for the CPU: compiled on first use, called through ctypes.
+
+At the batch sizes NRAM trains with, the PyTorch step (:mod:`nram.machine`) is a few hundred
+small tensor operations per timestep, and their per-call overhead costs more than their
+arithmetic. ``native_step.c`` runs the whole step, forward or backward, in one call per
+timestep, with the same formulas in the same order. It needs no new dependency: the first time
+a process asks for it, the system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) builds
+it into a cache directory (``$NRAM_CACHE_DIR``, else ``~/.cache/nram``) in about a second, once
+per float type and CPU. Where no compiler works the machine warns once and runs the PyTorch
+step, which gives the same results; ``NRAM_NATIVE=0`` chooses the PyTorch step on purpose.
+
+Shapes are value-major, as in :mod:`nram.machine`: memory ``[M, M, B]``, registers ``[R, M, B]``,
+weights ``[K, S, B]`` (K = R + Q sources, S choice slots).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from nram.circuit import CircuitLayout
+from nram.gates import GATE_NAMES
+
+SOURCE = Path(__file__).with_name("native_step.c")
+C_TYPES = {torch.float32: "float", torch.float64: "double"}
+PARALLEL_MIN_BATCH = 1024
+"""From this batch size on, a call is split across ``torch.get_num_threads()`` threads (ctypes
+releases the GIL); below it one thread is faster than handing work out."""
+
+_FLAG_SETS = (("-O3", "-march=native"), ("-O3",))  # the second for compilers without -march=native
+
+
+def enabled() -> bool:
+    """False when the environment sets ``NRAM_NATIVE=0``."""
+    return os.environ.get("NRAM_NATIVE", "1") != "0"
+
+
+def usable(tensor: Tensor) -> bool:
+    """Whether the C step can run on ``tensor``'s device and dtype (compiling it if needed)."""
+    return (enabled() and tensor.device.type == "cpu" and tensor.dtype in C_TYPES
+            and library(C_TYPES[tensor.dtype]) is not None)
+
+
+def cache_dir() -> Path:
+    """Where compiled libraries are kept: ``$NRAM_CACHE_DIR``, else ``~/.cache/nram``."""
+    return Path(os.environ.get("NRAM_CACHE_DIR") or Path.home() / ".cache" / "nram")
+
+
+def _cpu_signature() -> str:
+    """What ``-march=native`` depends on, so a cache shared by different CPUs keeps one build each."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return "\n".join(sorted({line for line in lines if line.startswith(("model name", "flags"))}))
+    except OSError:
+        return platform.processor()
+
+
+def _compile(compiler: str, real: str) -> Path:
+    """Build native_step.c for ``real`` ("float" or "double") unless a build is cached; its path."""
+    source = SOURCE.read_bytes()
+    errors = []
+    for flags in _FLAG_SETS:
+        command = [compiler, *flags, "-fPIC", "-shared", f"-DREAL={real}"]
+        key = hashlib.sha256(b"\0".join([source, " ".join(command).encode(), platform.machine().encode(),
+                                         _cpu_signature().encode()])).hexdigest()[:16]
+        target = cache_dir() / f"nram_step_{real}_{key}.so"
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+            built = Path(scratch) / target.name
+            result = subprocess.run([*command, str(SOURCE), "-o", str(built)], capture_output=True, text=True)
+            if result.returncode == 0:
+                os.replace(built, target)  # atomic: processes compiling at once never see half a file
+                return target
+            errors.append(result.stderr.strip().splitlines()[-1:] or [f"exit code {result.returncode}"])
+    raise RuntimeError(f"{compiler} failed: {errors[-1][0]}")
+
+
+@functools.cache
+def library(real: str) -> ctypes.CDLL | None:
+    """The compiled step for ``real`` ("float" or "double"), or None (with one warning) if it cannot be built."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    try:
+        if compiler is None:
+            raise RuntimeError("no C compiler found (set CC)")
+        lib = ctypes.CDLL(str(_compile(compiler, real)))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        warnings.warn(f"nram: the native CPU step is unavailable ({error}); running the slower PyTorch step. "
+                      "Set NRAM_NATIVE=0 to choose it and silence this warning.", RuntimeWarning, stacklevel=2)
+        return None
+    circuit = [ctypes.c_long] * 5 + [ctypes.c_void_p] * 2 + [ctypes.c_long] * 2
+    lib.nram_step_forward.argtypes = circuit + [ctypes.c_void_p] * 6
+    lib.nram_step_backward.argtypes = circuit + [ctypes.c_void_p] * 10
+    lib.nram_step_forward.restype = lib.nram_step_backward.restype = None
+    return lib
+
+
+@functools.lru_cache(maxsize=64)
+def _circuit_arrays(layout: CircuitLayout) -> tuple[ctypes.Array, ctypes.Array]:
+    """The layout's gate codes (indices into GATE_NAMES) and first slots, as C int arrays."""
+    codes = [GATE_NAMES.index(name) for name in layout.gates]
+    return (ctypes.c_int * len(codes))(*codes), (ctypes.c_int * len(codes))(*layout.first_slot)
+
+
+@functools.cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nram-native")
+
+
+def _run(function, layout: CircuitLayout, memory_size: int, batch_size: int, tensors: list[Tensor | None]) -> None:
+    """Call ``function`` over the whole batch, split into contiguous ranges across threads when large."""
+    gates, first_slot = _circuit_arrays(layout)
+    head = (memory_size, batch_size, layout.num_registers, layout.num_gates, layout.num_slots, gates, first_slot)
+    pointers = [None if t is None else t.data_ptr() for t in tensors]
+    workers = min(torch.get_num_threads(), batch_size // (PARALLEL_MIN_BATCH // 2))
+    if batch_size < PARALLEL_MIN_BATCH or workers < 2:
+        function(*head, 0, batch_size, *pointers)
+        return
+    bounds = [batch_size * k // workers for k in range(workers + 1)]
+    list(_pool(workers).map(lambda k: function(*head, bounds[k], bounds[k + 1], *pointers), range(workers)))
+
+
+def _check_contiguous(*tensors: Tensor) -> None:
+    if not all(t.is_contiguous() for t in tensors):
+        raise ValueError("the native step reads raw memory: pass contiguous tensors")
+
+
+def step_forward(memory: Tensor, registers: Tensor, weights: Tensor, layout: CircuitLayout
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """One soft timestep on contiguous tensors: ``(memory', mixed [S, M, B], sources [K, M, B])``,
+    as :func:`nram.machine._run_gates` returns them (sources stacked). Without a WRITE gate
+    ``memory'`` is ``memory`` itself."""
+    _check_contiguous(memory, registers, weights)
+    memory_size, batch_size = memory.shape[1], memory.shape[2]
+    new_memory = torch.empty_like(memory) if "write" in layout.gates else None
+    mixed = memory.new_empty(layout.num_slots, memory_size, batch_size)
+    sources = memory.new_empty(layout.num_sources, memory_size, batch_size)
+    _run(library(C_TYPES[memory.dtype]).nram_step_forward, layout, memory_size, batch_size,
+         [memory, registers, weights, new_memory, mixed, sources])
+    return (memory if new_memory is None else new_memory), mixed, sources
+
+
+def step_backward(memory: Tensor, weights: Tensor, mixed: Tensor, sources: Tensor, grad_memory: Tensor,
+                  grad_registers: Tensor, layout: CircuitLayout) -> tuple[Tensor, Tensor, Tensor]:
+    """The backward of :func:`step_forward` from what it saved and the gradients of
+    ``(memory', registers')``: ``(grad memory, grad registers [R, M, B], grad weights [K, S, B])``."""
+    _check_contiguous(memory, weights, mixed, sources)
+    grad_memory, grad_registers = grad_memory.contiguous(), grad_registers.contiguous()
+    memory_size, batch_size = memory.shape[1], memory.shape[2]
+    grad_memory_in = torch.empty_like(memory)
+    grad_sources = torch.empty_like(sources)
+    grad_slots = torch.empty_like(mixed)
+    grad_weights = torch.empty_like(weights)
+    _run(library(C_TYPES[memory.dtype]).nram_step_backward, layout, memory_size, batch_size,
+         [memory, weights, mixed, sources, grad_memory, grad_registers,
+          grad_memory_in, grad_sources, grad_slots, grad_weights])
+    return grad_memory_in, grad_sources[:layout.num_registers], grad_weights

@@ -1,0 +1,388 @@
+/* One soft NRAM timestep and its backward, on the CPU, in plain C.
+
+   nram/native.py compiles this file on first use (with -DREAL=float or -DREAL=double) and
+   calls it through ctypes. nram/machine.py holds the same step in PyTorch: the reference these
+   functions are tested against, and the path on CUDA. The formulas and their order follow
+   nram/machine.py and nram/gates.py line for line.
+
+   Layout: value-major with the batch innermost, as nram/machine.py stores it: memory
+   [M, M, B], registers [R, M, B], weights [K, S, B] (K = R + Q sources, S choice slots), slot
+   inputs "mixed" [S, M, B], sources [K, M, B]. Every array is contiguous, so row v of value k
+   is the B numbers from (k * M + v) * B on. A call handles the examples [begin, end) in tiles
+   of TILE: each tile runs the whole step while its rows are in the cache, and every inner loop
+   runs over the tile's examples, which the compiler vectorises.
+
+   Sources are the registers 0..R-1, then the gate outputs R..R+Q-1. An input slot of gate i
+   sees sources 0..R+i-1 and a register slot sees all K; slots are numbered gate by gate, so
+   the slots that see a source are a suffix of 0..S-1. */
+
+#include <string.h>
+
+#ifndef REAL
+#define REAL float
+#endif
+
+#define TILE 64
+
+/* Gate codes: the indices of nram.gates.GATE_NAMES. */
+enum { READ, ZERO, ONE, TWO, INC, ADD, SUB, DEC, LT, LE, EQ, MIN, MAX, WRITE };
+
+typedef struct {
+    long M, R, Q, S, K;    /* values, registers, gates, slots, sources */
+    long B;                /* batch size: the distance between two rows */
+    const int *gate;       /* [Q] gate codes, in paper order */
+    const int *first_slot; /* [Q] each gate's first input slot */
+} Circuit;
+
+typedef REAL *restrict Lanes;        /* one row of a tile: n examples */
+typedef const REAL *restrict CLanes;
+
+static inline void lanes_fma(int n, Lanes y, CLanes a, CLanes x) { for (int b = 0; b < n; ++b) y[b] += a[b] * x[b]; }
+static inline void lanes_mul(int n, Lanes y, CLanes a, CLanes x) { for (int b = 0; b < n; ++b) y[b] = a[b] * x[b]; }
+static inline void lanes_add(int n, Lanes y, CLanes x) { for (int b = 0; b < n; ++b) y[b] += x[b]; }
+static inline void lanes_copy(int n, Lanes y, CLanes x) { memcpy(y, x, n * sizeof(REAL)); }
+static inline void lanes_zero(int n, Lanes y) { memset(y, 0, n * sizeof(REAL)); }
+
+/* Row v of value k of a [*, M, B] array, from example b0 on. */
+static inline REAL *value_row(const Circuit *c, const REAL *base, long k, long v, long b0) {
+    return (REAL *)base + (k * c->M + v) * c->B + b0;
+}
+
+/* weights[j, s], from example b0 on. */
+static inline const REAL *weight_row(const Circuit *c, const REAL *weights, long j, long s, long b0) {
+    return weights + (j * c->S + s) * c->B + b0;
+}
+
+static int is_constant(int gate) { return gate == ZERO || gate == ONE || gate == TWO || gate == WRITE; }
+
+static long constant_value(int gate, long M) { return gate == ONE ? 1 % M : gate == TWO ? 2 % M : 0; }
+
+static int arity(int gate) {
+    if (gate == ZERO || gate == ONE || gate == TWO) return 0;
+    return (gate == READ || gate == INC || gate == DEC) ? 1 : 2;
+}
+
+static inline long wrap(long v, long M) { return ((v % M) + M) % M; }
+
+/* The first slot that sees source j. */
+static long first_slot_seeing(const Circuit *c, long j) {
+    long gate = j - c->R + 1;  /* the first gate whose inputs see source j */
+    if (gate <= 0) return 0;
+    return gate < c->Q ? c->first_slot[gate] : c->S - c->R;
+}
+
+/* ----------------------------------------------------------------------------- forward -- */
+
+/* mixed[s] += weights[j, s] * source_j, for every slot s that sees source j. */
+static void mix_in(const Circuit *c, int n, long b0, const REAL *weights, REAL *mixed, const REAL *sources, long j) {
+    for (long s = first_slot_seeing(c, j); s < c->S; ++s) {
+        const REAL *w = weight_row(c, weights, j, s, b0);
+        for (long v = 0; v < c->M; ++v)
+            lanes_fma(n, value_row(c, mixed, s, v, b0), w, value_row(c, sources, j, v, b0));
+    }
+}
+
+/* The same for a source that is one-hot `value`. */
+static void mix_in_one_hot(const Circuit *c, int n, long b0, const REAL *weights, REAL *mixed, long j, long value) {
+    for (long s = first_slot_seeing(c, j); s < c->S; ++s)
+        lanes_add(n, value_row(c, mixed, s, value, b0), weight_row(c, weights, j, s, b0));
+}
+
+/* A distribution on {0, 1} with P(1) = p: [1 - p, p, 0, ...]. */
+static void bernoulli(long M, long B, int n, const REAL *p, REAL *out) {
+    for (int b = 0; b < n; ++b) {
+        out[b] = 1 - p[b];
+        out[B + b] = p[b];
+    }
+    for (long v = 2; v < M; ++v) lanes_zero(n, out + v * B);
+}
+
+/* The output of an arithmetic or comparison gate; a, b, out point at row 0 of their values. */
+static void gate_forward(int gate, long M, long B, int n, const REAL *a, const REAL *b, REAL *out) {
+    REAL p[TILE], first[TILE], second[TILE], product[TILE], previous[TILE];
+    switch (gate) {
+    case INC: /* out[v] = a[v - 1] */
+    case DEC: /* out[v] = a[v + 1] */
+        for (long v = 0; v < M; ++v) lanes_copy(n, out + v * B, a + wrap(v + (gate == INC ? -1 : 1), M) * B);
+        return;
+    case ADD: /* out[c] = sum_x a[x] b[c - x] */
+    case SUB: /* out[c] = P(A - B = c) = sum_x b[x] a[c + x] */
+        for (long v = 0; v < M; ++v) {
+            REAL *y = out + v * B;
+            lanes_zero(n, y);
+            for (long x = 0; x < M; ++x) {
+                if (gate == ADD) lanes_fma(n, y, a + x * B, b + wrap(v - x, M) * B);
+                else lanes_fma(n, y, b + x * B, a + wrap(v + x, M) * B);
+            }
+        }
+        return;
+    case LT: /* p = sum_c b[c] P(A < c) */
+    case LE: /* p = sum_c b[c] P(A <= c) */
+        lanes_zero(n, p);
+        lanes_zero(n, first);
+        for (long v = 0; v < M; ++v) {
+            if (gate == LE) lanes_add(n, first, a + v * B);
+            lanes_fma(n, p, b + v * B, first);
+            if (gate == LT) lanes_add(n, first, a + v * B);
+        }
+        bernoulli(M, B, n, p, out);
+        return;
+    case EQ: /* p = sum_v a[v] b[v] */
+        lanes_zero(n, p);
+        for (long v = 0; v < M; ++v) lanes_fma(n, p, a + v * B, b + v * B);
+        bernoulli(M, B, n, p, out);
+        return;
+    case MIN: /* U(c) = P(A >= c) P(B >= c); out[c] = U(c) - U(c + 1) */
+    case MAX: /* V(c) = P(A <= c) P(B <= c); out[c] = V(c) - V(c - 1) */
+        lanes_zero(n, first);
+        lanes_zero(n, second);
+        lanes_zero(n, previous);
+        for (long k = 0; k < M; ++k) {
+            long v = gate == MIN ? M - 1 - k : k;
+            lanes_add(n, first, a + v * B);
+            lanes_add(n, second, b + v * B);
+            lanes_mul(n, product, first, second);
+            for (int i = 0; i < n; ++i) out[v * B + i] = product[i] - previous[i];
+            lanes_copy(n, previous, product);
+        }
+        return;
+    }
+}
+
+static void forward_tile(const Circuit *c, int n, long b0, const REAL *memory, const REAL *registers,
+                         const REAL *weights, REAL *new_memory, REAL *mixed, REAL *sources) {
+    long M = c->M, B = c->B, R = c->R;
+    for (long s = 0; s < c->S; ++s)
+        for (long v = 0; v < M; ++v) lanes_zero(n, value_row(c, mixed, s, v, b0));
+    for (long j = 0; j < R; ++j) {
+        for (long v = 0; v < M; ++v) lanes_copy(n, value_row(c, sources, j, v, b0), value_row(c, registers, j, v, b0));
+        mix_in(c, n, b0, weights, mixed, sources, j);
+    }
+    for (long i = 0; i < c->Q; ++i) {
+        if (!is_constant(c->gate[i])) continue;
+        long value = constant_value(c->gate[i], M);
+        for (long v = 0; v < M; ++v) {
+            REAL *y = value_row(c, sources, R + i, v, b0);
+            if (v == value) for (int b = 0; b < n; ++b) y[b] = 1;
+            else lanes_zero(n, y);
+        }
+        mix_in_one_hot(c, n, b0, weights, mixed, R + i, value);
+    }
+    for (long i = 0; i < c->Q; ++i) {
+        int gate = c->gate[i];
+        const REAL *a = value_row(c, mixed, c->first_slot[i], 0, b0);
+        const REAL *b = a + M * B;  /* the gate's second input slot */
+        REAL *out = value_row(c, sources, R + i, 0, b0);
+        if (gate == WRITE) {  /* memory'[k] = memory[k] + a[k] (b - memory[k]) */
+            for (long k = 0; k < M; ++k)
+                for (long v = 0; v < M; ++v) {
+                    const REAL *old = value_row(c, memory, k, v, b0);
+                    REAL *y = value_row(c, new_memory, k, v, b0);
+                    for (int e = 0; e < n; ++e) y[e] = old[e] + a[k * B + e] * (b[v * B + e] - old[e]);
+                }
+            continue;
+        }
+        if (is_constant(gate)) continue;
+        if (gate == READ) {  /* out[v] = sum_k a[k] memory[k, v] */
+            for (long v = 0; v < M; ++v) {
+                lanes_zero(n, out + v * B);
+                for (long k = 0; k < M; ++k) lanes_fma(n, out + v * B, a + k * B, value_row(c, memory, k, v, b0));
+            }
+        } else {
+            gate_forward(gate, M, B, n, a, b, out);
+        }
+        mix_in(c, n, b0, weights, mixed, sources, R + i);
+    }
+}
+
+/* ---------------------------------------------------------------------------- backward -- */
+
+/* d loss / d p of an output [1 - p, p, 0, ...]: g[1] - g[0]. */
+static void bit_gradient(long B, int n, const REAL *g, REAL *out) {
+    for (int b = 0; b < n; ++b) out[b] = -g[b] + g[B + b];
+}
+
+/* Vector-Jacobian product of an arithmetic or comparison gate: g is d loss / d out; ga, gb
+   receive d loss / d a and d loss / d b (gb unused for unary gates). */
+static void gate_backward(int gate, long M, long B, int n, const REAL *a, const REAL *b, const REAL *g,
+                          REAL *ga, REAL *gb) {
+    REAL bit[TILE], first[TILE], second[TILE], step[TILE];
+    switch (gate) {
+    case INC: /* ga[v] = g[v + 1] */
+    case DEC: /* ga[v] = g[v - 1] */
+        for (long v = 0; v < M; ++v) lanes_copy(n, ga + v * B, g + wrap(v + (gate == INC ? 1 : -1), M) * B);
+        return;
+    case ADD: /* ga[v] = sum_x g[v + x] b[x], gb[v] = sum_x g[v + x] a[x] */
+    case SUB: /* ga[v] = sum_x g[v - x] b[x], gb[x] = sum_v g[v - x] a[v] */
+        for (long v = 0; v < M; ++v) {
+            lanes_zero(n, ga + v * B);
+            lanes_zero(n, gb + v * B);
+        }
+        for (long v = 0; v < M; ++v)
+            for (long x = 0; x < M; ++x) {
+                if (gate == ADD) {
+                    const REAL *shifted = g + wrap(v + x, M) * B;
+                    lanes_fma(n, ga + v * B, shifted, b + x * B);
+                    lanes_fma(n, gb + v * B, shifted, a + x * B);
+                } else {
+                    const REAL *shifted = g + wrap(v - x, M) * B;
+                    lanes_fma(n, ga + v * B, shifted, b + x * B);
+                    lanes_fma(n, gb + x * B, shifted, a + v * B);
+                }
+            }
+        return;
+    case LT: /* ga[x] = bit P(B > x), gb[c] = bit P(A < c) */
+    case LE: /* ga[x] = bit P(B >= x), gb[c] = bit P(A <= c) */
+        bit_gradient(B, n, g, bit);
+        lanes_zero(n, first);
+        for (long v = 0; v < M; ++v) {  /* prefix sums of a */
+            if (gate == LE) lanes_add(n, first, a + v * B);
+            lanes_mul(n, gb + v * B, bit, first);
+            if (gate == LT) lanes_add(n, first, a + v * B);
+        }
+        lanes_zero(n, second);
+        for (long v = M - 1; v >= 0; --v) {  /* suffix sums of b */
+            if (gate == LE) lanes_add(n, second, b + v * B);
+            lanes_mul(n, ga + v * B, bit, second);
+            if (gate == LT) lanes_add(n, second, b + v * B);
+        }
+        return;
+    case EQ:
+        bit_gradient(B, n, g, bit);
+        for (long v = 0; v < M; ++v) {
+            lanes_mul(n, ga + v * B, bit, b + v * B);
+            lanes_mul(n, gb + v * B, bit, a + v * B);
+        }
+        return;
+    case MIN: /* F = survival functions; step[c] = g[c] - g[c - 1]; ga[x] = sum_{c <= x} step[c] F_b(c) */
+    case MAX: /* F = distribution functions; step[c] = g[c] - g[c + 1]; ga[x] = sum_{c >= x} step[c] F_b(c) */
+    {
+        long direction = gate == MIN ? 1 : -1;  /* the order of the accumulation of ga */
+        long start = gate == MIN ? 0 : M - 1;
+        /* First pass, against that order: F_a into ga and F_b into gb. */
+        lanes_zero(n, first);
+        lanes_zero(n, second);
+        for (long k = M - 1; k >= 0; --k) {
+            long v = start + direction * k;
+            lanes_add(n, first, a + v * B);
+            lanes_add(n, second, b + v * B);
+            lanes_copy(n, ga + v * B, first);
+            lanes_copy(n, gb + v * B, second);
+        }
+        /* Second pass: each row reads its F values before it is overwritten by its gradient. */
+        lanes_zero(n, first);
+        lanes_zero(n, second);
+        for (long k = 0; k < M; ++k) {
+            long v = start + direction * k;
+            const REAL *g_here = g + v * B;
+            if (k == 0) lanes_copy(n, step, g_here);
+            else for (int i = 0; i < n; ++i) step[i] = g_here[i] - g_here[i - direction * B];
+            lanes_fma(n, first, step, gb + v * B);
+            lanes_fma(n, second, step, ga + v * B);
+            lanes_copy(n, ga + v * B, first);
+            lanes_copy(n, gb + v * B, second);
+        }
+        return;
+    }
+    }
+}
+
+static void backward_tile(const Circuit *c, int n, long b0, const REAL *memory, const REAL *weights,
+                          const REAL *mixed, const REAL *sources, const REAL *grad_new_memory,
+                          const REAL *grad_new_registers, REAL *grad_memory, REAL *grad_sources,
+                          REAL *grad_slots, REAL *grad_weights) {
+    long M = c->M, B = c->B, R = c->R, register_slots = c->S - c->R;
+    for (long r = 0; r < R; ++r)
+        for (long v = 0; v < M; ++v)
+            lanes_copy(n, value_row(c, grad_slots, register_slots + r, v, b0),
+                       value_row(c, grad_new_registers, r, v, b0));
+    for (long j = 0; j < c->K; ++j)
+        for (long v = 0; v < M; ++v) {
+            REAL *y = value_row(c, grad_sources, j, v, b0);
+            lanes_zero(n, y);
+            for (long r = 0; r < R; ++r)
+                lanes_fma(n, y, weight_row(c, weights, j, register_slots + r, b0),
+                          value_row(c, grad_new_registers, r, v, b0));
+        }
+    for (long k = 0; k < M; ++k)
+        for (long v = 0; v < M; ++v)
+            lanes_copy(n, value_row(c, grad_memory, k, v, b0), value_row(c, grad_new_memory, k, v, b0));
+
+    for (long i = c->Q - 1; i >= 0; --i) {
+        int gate = c->gate[i];
+        long first = c->first_slot[i];
+        if (arity(gate) == 0) continue;
+        const REAL *a = value_row(c, mixed, first, 0, b0);
+        const REAL *b = a + M * B;
+        REAL *ga = value_row(c, grad_slots, first, 0, b0);
+        REAL *gb = ga + M * B;
+        const REAL *g = value_row(c, grad_sources, R + i, 0, b0);
+        if (gate == WRITE) {  /* memory' = memory + a (b - memory), a the address, b the value */
+            for (long k = 0; k < M; ++k) lanes_zero(n, ga + k * B), lanes_zero(n, gb + k * B);
+            for (long k = 0; k < M; ++k)
+                for (long v = 0; v < M; ++v) {
+                    REAL *gm = value_row(c, grad_memory, k, v, b0);
+                    const REAL *old = value_row(c, memory, k, v, b0);
+                    for (int e = 0; e < n; ++e) {
+                        ga[k * B + e] += gm[e] * (b[v * B + e] - old[e]);
+                        gb[v * B + e] += a[k * B + e] * gm[e];
+                        gm[e] = gm[e] - gm[e] * a[k * B + e];
+                    }
+                }
+        } else if (gate == READ) {  /* out = a^T memory, memory as it was before WRITE */
+            for (long k = 0; k < M; ++k) {
+                lanes_zero(n, ga + k * B);
+                for (long v = 0; v < M; ++v) {
+                    REAL *gm = value_row(c, grad_memory, k, v, b0);
+                    lanes_fma(n, ga + k * B, value_row(c, memory, k, v, b0), g + v * B);
+                    lanes_fma(n, gm, a + k * B, g + v * B);
+                }
+            }
+        } else {
+            gate_backward(gate, M, B, n, a, b, g, ga, gb);
+        }
+        for (long s = first; s < first + arity(gate); ++s)
+            for (long j = 0; j < R + i; ++j) {
+                const REAL *w = weight_row(c, weights, j, s, b0);
+                for (long v = 0; v < M; ++v)
+                    lanes_fma(n, value_row(c, grad_sources, j, v, b0), w, value_row(c, grad_slots, s, v, b0));
+            }
+    }
+    for (long j = 0; j < c->K; ++j)
+        for (long s = 0; s < c->S; ++s) {
+            REAL *y = (REAL *)weight_row(c, grad_weights, j, s, b0);
+            lanes_zero(n, y);
+            for (long v = 0; v < M; ++v)
+                lanes_fma(n, y, value_row(c, sources, j, v, b0), value_row(c, grad_slots, s, v, b0));
+        }
+}
+
+/* ----------------------------------------------------------------------------- entries -- */
+
+/* The step for examples [begin, end): new_memory [M, M, B] (untouched without a WRITE gate),
+   mixed [S, M, B] (every slot's input; the last R are the new registers), sources [K, M, B]. */
+void nram_step_forward(long M, long B, long R, long Q, long S, const int *gate, const int *first_slot,
+                       long begin, long end, const REAL *memory, const REAL *registers, const REAL *weights,
+                       REAL *new_memory, REAL *mixed, REAL *sources) {
+    Circuit c = {M, R, Q, S, R + Q, B, gate, first_slot};
+    for (long b0 = begin; b0 < end; b0 += TILE) {
+        int n = end - b0 < TILE ? (int)(end - b0) : TILE;
+        forward_tile(&c, n, b0, memory, registers, weights, new_memory, mixed, sources);
+    }
+}
+
+/* Its backward for examples [begin, end), from what the forward saved (memory before the step,
+   weights, mixed, sources) and the gradients of its outputs: grad_memory [M, M, B],
+   grad_sources [K, M, B] (the first R are the registers' gradients), grad_weights [K, S, B];
+   grad_slots [S, M, B] is scratch. */
+void nram_step_backward(long M, long B, long R, long Q, long S, const int *gate, const int *first_slot,
+                        long begin, long end, const REAL *memory, const REAL *weights, const REAL *mixed,
+                        const REAL *sources, const REAL *grad_new_memory, const REAL *grad_new_registers,
+                        REAL *grad_memory, REAL *grad_sources, REAL *grad_slots, REAL *grad_weights) {
+    Circuit c = {M, R, Q, S, R + Q, B, gate, first_slot};
+    for (long b0 = begin; b0 < end; b0 += TILE) {
+        int n = end - b0 < TILE ? (int)(end - b0) : TILE;
+        backward_tile(&c, n, b0, memory, weights, mixed, sources, grad_new_memory, grad_new_registers,
+                      grad_memory, grad_sources, grad_slots, grad_weights);
+    }
+}

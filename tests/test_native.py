@@ -1,0 +1,108 @@
+"""The C step (nram.native) against the PyTorch step, and how it is built, split and refused.
+
+Both backends are also checked against the brute-force reference step in test_machine.py
+(the ``step_backend`` fixture); here they are compared with each other where the reference
+would be too slow: large batches that span several tiles and threads, and float32.
+"""
+
+import shutil
+import warnings
+
+import pytest
+import torch
+from test_machine import GATE_SETS, weights_from_logits
+
+from nram import native
+from nram.circuit import CircuitLayout
+from nram.machine import constant_values, step_values
+
+
+def step_and_gradients(layout, size, batch, dtype, seed=0):
+    """A value-major step and the gradients of a random objective, on the current backend."""
+    gen = torch.Generator().manual_seed(seed)
+    memory = torch.softmax(3 * torch.randn(size, size, batch, generator=gen, dtype=dtype), 1).requires_grad_()
+    registers = torch.softmax(3 * torch.randn(layout.num_registers, size, batch, generator=gen, dtype=dtype),
+                              1).requires_grad_()
+    logits = torch.randn(batch, layout.num_logits, generator=gen, dtype=dtype)
+    weights = weights_from_logits(logits, layout).permute(2, 1, 0).contiguous().requires_grad_()
+    new_memory, new_registers = step_values(memory, registers, weights, layout,
+                                            constant_values(batch, size, dtype=dtype))
+    objective = ((new_memory * torch.randn(new_memory.shape, generator=gen, dtype=dtype)).sum()
+                 + (new_registers * torch.randn(new_registers.shape, generator=gen, dtype=dtype)).sum())
+    return (new_memory, new_registers, *torch.autograd.grad(objective, (memory, registers, weights)))
+
+
+def both_backends(monkeypatch, *args):
+    results = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv("NRAM_NATIVE", switch)
+        results.append(step_and_gradients(*args))
+    return results
+
+
+def test_a_c_compiler_on_path_gives_the_native_step():
+    if not any(shutil.which(name) for name in ("cc", "gcc", "clang")):
+        pytest.skip("no C compiler on PATH")
+    assert native.usable(torch.zeros(1)) and native.usable(torch.zeros(1, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("gates", GATE_SETS)
+@pytest.mark.parametrize("size,batch", [(2, 1), (5, 64), (10, 130), (33, 3)])  # 130: three tiles of 64
+def test_native_step_equals_the_pytorch_step_in_float64(gates, size, batch, monkeypatch):
+    layout = CircuitLayout(3, gates) if gates else CircuitLayout(3)
+    native_result, pytorch_result = both_backends(monkeypatch, layout, size, batch, torch.float64)
+    for got, want in zip(native_result, pytorch_result):
+        assert torch.allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_native_step_equals_the_pytorch_step_in_float32(monkeypatch):
+    native_result, pytorch_result = both_backends(monkeypatch, CircuitLayout(4), 12, 100, torch.float32)
+    for got, want in zip(native_result, pytorch_result):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_batch_split_across_threads_equals_one_call(monkeypatch):
+    monkeypatch.setenv("NRAM_NATIVE", "1")
+    batch = 2 * native.PARALLEL_MIN_BATCH + 3
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = step_and_gradients(CircuitLayout(2), 6, batch, torch.float64)
+        torch.set_num_threads(3)
+        split = step_and_gradients(CircuitLayout(2), 6, batch, torch.float64)
+    finally:
+        torch.set_num_threads(threads)
+    for got, want in zip(split, single):
+        assert torch.allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_no_working_compiler_warns_once_and_the_pytorch_step_runs(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    monkeypatch.setenv("NRAM_CACHE_DIR", str(tmp_path))
+    native.library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="native CPU step is unavailable"):
+            assert not native.usable(torch.zeros(1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert not native.usable(torch.zeros(1))
+            new_registers = step_and_gradients(CircuitLayout(2), 4, 3, torch.float32)[1]
+        assert torch.allclose(new_registers.sum(1), torch.ones(()))
+    finally:
+        native.library.cache_clear()
+
+
+def test_native_step_is_off_when_asked_and_for_other_devices_and_dtypes(monkeypatch):
+    assert not native.usable(torch.zeros(1, device="meta"))
+    assert not native.usable(torch.zeros(1, dtype=torch.float16))
+    monkeypatch.setenv("NRAM_NATIVE", "0")
+    assert not native.usable(torch.zeros(1))
+
+
+def test_native_step_refuses_non_contiguous_tensors():
+    layout = CircuitLayout(2)
+    memory = torch.full((4, 3, 3), 1 / 3).permute(1, 2, 0)
+    registers = torch.full((2, 3, 4), 1 / 3)
+    weights = torch.zeros(layout.num_sources, layout.num_slots, 4)
+    with pytest.raises(ValueError, match="contiguous"):
+        native.step_forward(memory, registers, weights, layout)
