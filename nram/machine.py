@@ -23,7 +23,7 @@ from torch import Tensor
 
 from nram import gates as G
 from nram import native
-from nram.circuit import CircuitLayout
+from nram.circuit import CircuitLayout, spread_logits
 from nram.gates import GATE_ARITY, GATE_CONSTANTS
 
 
@@ -78,6 +78,37 @@ def step_values(memory: Tensor, registers: Tensor, weights: Tensor, layout: Circ
     """:func:`machine_step` value-major: memory ``[M, M, B]``, registers ``[R, M, B]``, weights
     ``[R+Q, slots, B]`` -> ``(memory', registers')``, value-major too."""
     return _MachineStep.apply(memory, registers, weights, layout, constants)
+
+
+def choice_weights(logits: Tensor, padding_index: Tensor, layout: CircuitLayout) -> Tensor:
+    """The step's weights from the controller's ``[logits, blank]`` ``[num_logits + 1, B]``
+    (see :func:`nram.circuit.readout_with_blank`): every slot's softmax over its own options,
+    value-major ``[R+Q, slots, B]``, 0 on the options a slot lacks.
+
+    On the CPU the softmax runs in C, slot by slot on the compact logits (:class:`_ChoiceSoftmax`);
+    elsewhere it runs over the padded choices of :func:`nram.circuit.spread_logits`, whose ``-inf``
+    entries give the zeros.
+    """
+    if native.usable(logits):
+        return _ChoiceSoftmax.apply(logits, layout)
+    return torch.softmax(spread_logits(logits, padding_index, layout)[0], dim=0)
+
+
+class _ChoiceSoftmax(torch.autograd.Function):
+    """:func:`choice_weights` by :func:`nram.native.choice_softmax`, with its backward."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, layout: CircuitLayout) -> Tensor:
+        weights = native.choice_softmax(logits.contiguous(), layout)
+        ctx.layout, ctx.num_rows = layout, logits.shape[0]
+        ctx.save_for_backward(weights)
+        return weights
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_weights: Tensor):
+        (weights,) = ctx.saved_tensors
+        return native.choice_softmax_backward(weights, grad_weights, ctx.num_rows, ctx.layout), None
 
 
 @functools.lru_cache(maxsize=64)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from nram.circuit import CircuitLayout, readout_with_blank, spread_logits
 from nram.controller import make_controller
 from nram.gates import GATE_NAMES
-from nram.machine import constant_values, initial_registers, one_hot_cells, step_values
+from nram.machine import choice_weights, constant_values, initial_registers, one_hot_cells, step_values
 
 CPU_SLICE_BYTES = 1 << 20
 """In eval mode on the CPU, :meth:`NRAM.output_memory` runs the batch in slices whose memory takes
@@ -162,25 +162,23 @@ class NRAM(nn.Module):
 
         ``readout`` is :meth:`readout`'s result, taken once per rollout.
         """
-        choice_logits, stop_logit, controller_state = self._step_logits(inputs, controller_state, readout)
+        logits, controller_state = self._logits(inputs, controller_state, readout)
+        choice_logits, stop_logit = spread_logits(logits, self.padding_index, self.layout)
         return choice_logits.permute(2, 1, 0), stop_logit, controller_state
 
-    def _step_logits(self, inputs: Tensor, controller_state: Any, readout: tuple[Tensor, Tensor]
-                     ) -> tuple[Tensor, Tensor, Any]:
-        """:meth:`step_logits` with the choice logits value-major, ``[R+Q, slots, B]``."""
+    def _logits(self, inputs: Tensor, controller_state: Any, readout: tuple[Tensor, Tensor]) -> tuple[Tensor, Any]:
+        """One controller step, batch-last: flags ``[B, R]`` -> (``[logits, blank]`` ``[num_logits + 1, B]``, state)."""
         hidden, controller_state = self.controller.features(inputs, controller_state)
         weight, bias = readout
-        choice_logits, stop_logit = spread_logits(torch.addmm(bias, weight, hidden.T), self.padding_index,
-                                                  self.layout)
-        return choice_logits, stop_logit, controller_state
+        return torch.addmm(bias, weight, hidden.T), controller_state
 
     def readout(self) -> tuple[Tensor, Tensor]:
         """The controller's read-out for one rollout, with the blank output that
         :func:`nram.circuit.spread_logits` needs: ``(weight [num_logits + 1, H], bias [num_logits + 1, 1])``."""
         return readout_with_blank(*self.controller.readout_weight())
 
-    def _unroll(self, memory0: Tensor, steps: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        """Yield ``(memory [M, M, B], stop logit [B], choice logits [R+Q, slots, B])`` per step.
+    def _unroll(self, memory0: Tensor, steps: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield ``(memory [M, M, B], [logits, blank] [num_logits + 1, B])`` per step.
 
         The whole rollout runs value-major (batch innermost, see :mod:`nram.machine`).
         """
@@ -195,11 +193,10 @@ class NRAM(nn.Module):
         readout = self.readout()
         constants = constant_values(batch_size, memory_size, dtype=memory.dtype, device=memory.device)
         for _ in range(steps):
-            choice_logits, stop_logit, controller_state = self._step_logits(
-                registers[:, 0].T, controller_state, readout)
-            memory, registers = step_values(memory, registers, torch.softmax(choice_logits, dim=0),
-                                            self.layout, constants)
-            yield memory, stop_logit, choice_logits
+            logits, controller_state = self._logits(registers[:, 0].T, controller_state, readout)
+            weights = choice_weights(logits, self.padding_index, self.layout)
+            memory, registers = step_values(memory, registers, weights, self.layout, constants)
+            yield memory, logits
 
     def forward(self, memory0: Tensor, steps: int, *, with_entropy: bool = False) -> Rollout:
         """Unroll the soft machine for ``steps`` timesteps.
@@ -210,7 +207,8 @@ class NRAM(nn.Module):
         """
         self.check_memory(memory0, steps)
         memories, stop_logits, entropies = [], [], []
-        for memory, stop_logit, choice_logits in self._unroll(memory0, steps):
+        for memory, logits in self._unroll(memory0, steps):
+            choice_logits, stop_logit = spread_logits(logits, self.padding_index, self.layout)
             memories.append(memory)
             stop_logits.append(stop_logit)
             if with_entropy:
@@ -236,8 +234,9 @@ class NRAM(nn.Module):
 
     def _streamed_output(self, memory0: Tensor, steps: int) -> Tensor:
         output, survival = None, None
-        for t, (memory, stop_logit, _) in enumerate(self._unroll(memory0, steps)):
-            f = torch.sigmoid(stop_logit) if t < steps - 1 else torch.ones_like(stop_logit)
+        stop_row = self.layout.num_logits - 1
+        for t, (memory, logits) in enumerate(self._unroll(memory0, steps)):
+            f = torch.sigmoid(logits[stop_row]) if t < steps - 1 else torch.ones_like(logits[stop_row])
             survival = torch.ones_like(f) if survival is None else survival
             weight = survival * f  # [B], against memory [M, M, B]
             output = memory * weight if output is None else output.addcmul_(memory, weight)

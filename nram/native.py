@@ -72,7 +72,7 @@ def _compile(compiler: str, real: str) -> Path:
     source = SOURCE.read_bytes()
     errors = []
     for flags in _FLAG_SETS:
-        command = [compiler, *flags, "-fPIC", "-shared", f"-DREAL={real}"]
+        command = [compiler, *flags, "-fPIC", "-shared", f"-DREAL={real}", "-lm"]
         key = hashlib.sha256(b"\0".join([source, " ".join(command).encode(), platform.machine().encode(),
                                          _cpu_signature().encode()])).hexdigest()[:16]
         target = cache_dir() / f"nram_step_{real}_{key}.so"
@@ -81,7 +81,8 @@ def _compile(compiler: str, real: str) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
             built = Path(scratch) / target.name
-            result = subprocess.run([*command, str(SOURCE), "-o", str(built)], capture_output=True, text=True)
+            result = subprocess.run([*command[:-1], str(SOURCE), "-o", str(built), command[-1]],
+                                    capture_output=True, text=True)
             if result.returncode == 0:
                 os.replace(built, target)  # atomic: processes compiling at once never see half a file
                 return target
@@ -104,15 +105,35 @@ def library(real: str) -> ctypes.CDLL | None:
     circuit = [ctypes.c_long] * 5 + [ctypes.c_void_p] * 2 + [ctypes.c_long] * 2
     lib.nram_step_forward.argtypes = circuit + [ctypes.c_void_p] * 6
     lib.nram_step_backward.argtypes = circuit + [ctypes.c_void_p] * 10
-    lib.nram_step_forward.restype = lib.nram_step_backward.restype = None
+    softmax = [ctypes.c_long] * 3 + [ctypes.c_void_p] + [ctypes.c_long] * 2
+    lib.nram_choice_softmax.argtypes = softmax + [ctypes.c_void_p] * 2
+    lib.nram_choice_softmax_backward.argtypes = softmax + [ctypes.c_void_p] * 3
+    for function in (lib.nram_step_forward, lib.nram_step_backward, lib.nram_choice_softmax,
+                     lib.nram_choice_softmax_backward):
+        function.restype = None
     return lib
 
 
+def _int_array(values: list[int] | tuple[int, ...]) -> ctypes.Array:
+    return (ctypes.c_int * len(values))(*values)
+
+
 @functools.lru_cache(maxsize=64)
-def _circuit_arrays(layout: CircuitLayout) -> tuple[ctypes.Array, ctypes.Array]:
-    """The layout's gate codes (indices into GATE_NAMES) and first slots, as C int arrays."""
-    codes = [GATE_NAMES.index(name) for name in layout.gates]
-    return (ctypes.c_int * len(codes))(*codes), (ctypes.c_int * len(codes))(*layout.first_slot)
+def _layout_arrays(layout: CircuitLayout) -> tuple[ctypes.Array, ctypes.Array, ctypes.Array]:
+    """The layout as C int arrays: gate codes (indices into GATE_NAMES), first slots, slot widths."""
+    return (_int_array([GATE_NAMES.index(name) for name in layout.gates]), _int_array(layout.first_slot),
+            _int_array(layout.slot_widths))
+
+
+def _step_head(layout: CircuitLayout, memory_size: int, batch_size: int) -> tuple:
+    """The leading arguments of the step functions."""
+    gates, first_slot, _ = _layout_arrays(layout)
+    return memory_size, batch_size, layout.num_registers, layout.num_gates, layout.num_slots, gates, first_slot
+
+
+def _softmax_head(layout: CircuitLayout, batch_size: int) -> tuple:
+    """The leading arguments of the choice softmax."""
+    return layout.num_slots, layout.num_sources, batch_size, _layout_arrays(layout)[2]
 
 
 @functools.cache
@@ -120,10 +141,9 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nram-native")
 
 
-def _run(function, layout: CircuitLayout, memory_size: int, batch_size: int, tensors: list[Tensor | None]) -> None:
-    """Call ``function`` over the whole batch, split into contiguous ranges across threads when large."""
-    gates, first_slot = _circuit_arrays(layout)
-    head = (memory_size, batch_size, layout.num_registers, layout.num_gates, layout.num_slots, gates, first_slot)
+def _run(function, head: tuple, batch_size: int, tensors: list[Tensor | None]) -> None:
+    """Call ``function(*head, begin, end, *pointers)`` over the whole batch, split into contiguous
+    ranges across threads when it is large."""
     pointers = [None if t is None else t.data_ptr() for t in tensors]
     workers = min(torch.get_num_threads(), batch_size // (PARALLEL_MIN_BATCH // 2))
     if batch_size < PARALLEL_MIN_BATCH or workers < 2:
@@ -148,7 +168,7 @@ def step_forward(memory: Tensor, registers: Tensor, weights: Tensor, layout: Cir
     new_memory = torch.empty_like(memory) if "write" in layout.gates else None
     mixed = memory.new_empty(layout.num_slots, memory_size, batch_size)
     sources = memory.new_empty(layout.num_sources, memory_size, batch_size)
-    _run(library(C_TYPES[memory.dtype]).nram_step_forward, layout, memory_size, batch_size,
+    _run(library(C_TYPES[memory.dtype]).nram_step_forward, _step_head(layout, memory_size, batch_size), batch_size,
          [memory, registers, weights, new_memory, mixed, sources])
     return (memory if new_memory is None else new_memory), mixed, sources
 
@@ -164,7 +184,31 @@ def step_backward(memory: Tensor, weights: Tensor, mixed: Tensor, sources: Tenso
     grad_sources = torch.empty_like(sources)
     grad_slots = torch.empty_like(mixed)
     grad_weights = torch.empty_like(weights)
-    _run(library(C_TYPES[memory.dtype]).nram_step_backward, layout, memory_size, batch_size,
-         [memory, weights, mixed, sources, grad_memory, grad_registers,
+    _run(library(C_TYPES[memory.dtype]).nram_step_backward, _step_head(layout, memory_size, batch_size),
+         batch_size, [memory, weights, mixed, sources, grad_memory, grad_registers,
           grad_memory_in, grad_sources, grad_slots, grad_weights])
     return grad_memory_in, grad_sources[:layout.num_registers], grad_weights
+
+
+def choice_softmax(logits: Tensor, layout: CircuitLayout) -> Tensor:
+    """Every slot's softmax over its own options, from the controller's compact logits
+    ``[L, B]`` (slot after slot, as :class:`nram.circuit.CircuitLayout` lays them out; rows
+    after the last slot's are ignored) to weights ``[K, S, B]``, 0 on the options a slot lacks."""
+    _check_contiguous(logits)
+    batch_size = logits.shape[1]
+    weights = logits.new_empty(layout.num_sources, layout.num_slots, batch_size)
+    _run(library(C_TYPES[logits.dtype]).nram_choice_softmax, _softmax_head(layout, batch_size), batch_size,
+         [logits, weights])
+    return weights
+
+
+def choice_softmax_backward(weights: Tensor, grad_weights: Tensor, num_rows: int, layout: CircuitLayout) -> Tensor:
+    """The gradient of :func:`choice_softmax`'s logits ``[num_rows, B]`` (0 on rows that are no slot's)."""
+    _check_contiguous(weights)
+    grad_weights = grad_weights.contiguous()
+    batch_size = weights.shape[2]
+    grad_logits = weights.new_empty(num_rows, batch_size)
+    grad_logits[sum(layout.slot_widths):].zero_()
+    _run(library(C_TYPES[weights.dtype]).nram_choice_softmax_backward, _softmax_head(layout, batch_size),
+         batch_size, [weights, grad_weights, grad_logits])
+    return grad_logits

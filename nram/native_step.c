@@ -16,6 +16,7 @@
    sees sources 0..R+i-1 and a register slot sees all K; slots are numbered gate by gate, so
    the slots that see a source are a suffix of 0..S-1. */
 
+#include <math.h>
 #include <string.h>
 
 #ifndef REAL
@@ -384,5 +385,84 @@ void nram_step_backward(long M, long B, long R, long Q, long S, const int *gate,
         int n = end - b0 < TILE ? (int)(end - b0) : TILE;
         backward_tile(&c, n, b0, memory, weights, mixed, sources, grad_new_memory, grad_new_registers,
                       grad_memory, grad_sources, grad_slots, grad_weights);
+    }
+}
+
+/* ------------------------------------------------------------------ choice softmax -- */
+
+/* e^x for x <= 0, in float, as a loop the compiler can vectorise (libm's expf is a call per
+   number): x = k ln 2 + f with |f| <= ln 2 / 2, e^f by Cephes' degree-6 polynomial, 2^k put
+   into the exponent bits. Relative error about 1e-7; below -87 (where float would turn
+   subnormal) it returns 0, so a decisive controller's weights are exactly one-hot. */
+static inline float exp_nonpositive_float(float x) {
+    float underflow = x < -87.0f;
+    x = underflow ? -87.0f : x;
+    float k = x * 1.44269504088896341f;
+    k = (k + 12582912.0f) - 12582912.0f; /* round to nearest: 1.5 * 2^23 drops the fraction */
+    float f = x - k * 0.693359375f + k * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * f + 1.3981999507e-3f;
+    p = p * f + 8.3334519073e-3f;
+    p = p * f + 4.1665795894e-2f;
+    p = p * f + 1.6666665459e-1f;
+    p = p * f + 5.0000001201e-1f;
+    p = p * f * f + f + 1.0f;
+    union { float value; int bits; } scale = {.bits = ((int)k + 127) << 23};
+    return underflow ? 0.0f : p * scale.value;
+}
+
+static inline double exp_nonpositive_double(double x) { return exp(x); }
+
+#define exp_nonpositive(x) _Generic((x), float: exp_nonpositive_float, double: exp_nonpositive_double)(x)
+
+/* weights[j, s] = softmax over the options of slot s of its logits, 0 for j >= width[s].
+   logits [*, B] hold every slot's options one slot after another (nram.circuit.CircuitLayout). */
+void nram_choice_softmax(long S, long K, long B, const int *width, long begin, long end, const REAL *logits,
+                         REAL *weights) {
+    for (long b0 = begin; b0 < end; b0 += TILE) {
+        int n = end - b0 < TILE ? (int)(end - b0) : TILE;
+        REAL largest[TILE], total[TILE];
+        long offset = 0;
+        for (long s = 0; s < S; offset += width[s], ++s) {
+            const REAL *z = logits + offset * B + b0;
+            lanes_copy(n, largest, z);
+            for (long j = 1; j < width[s]; ++j)
+                for (int b = 0; b < n; ++b) largest[b] = z[j * B + b] > largest[b] ? z[j * B + b] : largest[b];
+            lanes_zero(n, total);
+            for (long j = 0; j < width[s]; ++j) {
+                REAL *w = weights + (j * S + s) * B + b0;
+                for (int b = 0; b < n; ++b) {
+                    w[b] = exp_nonpositive(z[j * B + b] - largest[b]);
+                    total[b] += w[b];
+                }
+            }
+            for (int b = 0; b < n; ++b) total[b] = 1 / total[b];
+            for (long j = 0; j < K; ++j) {
+                REAL *w = weights + (j * S + s) * B + b0;
+                if (j < width[s]) for (int b = 0; b < n; ++b) w[b] *= total[b];
+                else lanes_zero(n, w);
+            }
+        }
+    }
+}
+
+/* Its backward: grad_logits of slot s's options = w (g - <w, g>), for the rows of every slot. */
+void nram_choice_softmax_backward(long S, long K, long B, const int *width, long begin, long end,
+                                  const REAL *weights, const REAL *grad_weights, REAL *grad_logits) {
+    (void)K;
+    for (long b0 = begin; b0 < end; b0 += TILE) {
+        int n = end - b0 < TILE ? (int)(end - b0) : TILE;
+        REAL inner[TILE];
+        long offset = 0;
+        for (long s = 0; s < S; offset += width[s], ++s) {
+            lanes_zero(n, inner);
+            for (long j = 0; j < width[s]; ++j)
+                lanes_fma(n, inner, weights + (j * S + s) * B + b0, grad_weights + (j * S + s) * B + b0);
+            for (long j = 0; j < width[s]; ++j) {
+                const REAL *w = weights + (j * S + s) * B + b0, *g = grad_weights + (j * S + s) * B + b0;
+                REAL *y = grad_logits + (offset + j) * B + b0;
+                for (int b = 0; b < n; ++b) y[b] = w[b] * (g[b] - inner[b]);
+            }
+        }
     }
 }

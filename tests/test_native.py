@@ -14,7 +14,7 @@ from test_machine import GATE_SETS, weights_from_logits
 
 from nram import native
 from nram.circuit import CircuitLayout
-from nram.machine import constant_values, step_values
+from nram.machine import choice_weights, constant_values, step_values
 
 
 def step_and_gradients(layout, size, batch, dtype, seed=0):
@@ -106,3 +106,39 @@ def test_native_step_refuses_non_contiguous_tensors():
     weights = torch.zeros(layout.num_sources, layout.num_slots, 4)
     with pytest.raises(ValueError, match="contiguous"):
         native.step_forward(memory, registers, weights, layout)
+
+
+def weights_and_gradient(layout, logits, grad_weights):
+    logits = logits.clone().requires_grad_()
+    weights = choice_weights(logits, layout.padding_index(), layout)
+    return weights, torch.autograd.grad((weights * grad_weights).sum(), logits)[0]
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
+def test_native_choice_softmax_equals_the_padded_softmax(dtype, tolerance, monkeypatch):
+    layout = CircuitLayout(3)
+    gen = torch.Generator().manual_seed(0)
+    logits = 8 * torch.randn(layout.num_logits, 130, generator=gen, dtype=dtype)
+    logits = torch.cat([logits, torch.full_like(logits[:1], float("-inf"))])  # the blank row
+    grad_weights = torch.randn(layout.num_sources, layout.num_slots, 130, generator=gen, dtype=dtype)
+    results = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv("NRAM_NATIVE", switch)
+        results.append(weights_and_gradient(layout, logits, grad_weights))
+    for got, want in zip(*results):
+        assert torch.allclose(got, want, rtol=0, atol=tolerance)
+
+
+def test_native_choice_softmax_passes_gradcheck():
+    layout = CircuitLayout(2, ("read", "add", "write"))
+    logits = torch.randn(layout.num_logits + 1, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda z: choice_weights(z, layout.padding_index(), layout),
+                                    (logits.requires_grad_(),))
+
+
+def test_decisive_logits_give_exactly_one_hot_float32_weights():
+    layout = CircuitLayout(2)
+    logits = torch.zeros(layout.num_logits + 1, 4)
+    logits[0] = 100.0  # slot 0 picks register 0 by a margin far past float32's exp range
+    weights = choice_weights(logits, layout.padding_index(), layout)
+    assert torch.equal(weights[:, 0], torch.eye(layout.num_sources)[0][:, None].expand(-1, 4))
