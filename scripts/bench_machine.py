@@ -7,8 +7,12 @@ Medians of repeated timings.
     python scripts/bench_machine.py                 # the full table on cpu (and cuda if present)
     python scripts/bench_machine.py --quick         # the headline settings only
     python scripts/bench_machine.py --json out.json --threads 1,2 --compile
+    python scripts/bench_machine.py --quick --backend native,pytorch --rounds 5   # the C step vs PyTorch's, side by side
 
-Records: {"mode": "train"|"infer", "M", "R", "T", "batch", "device", "examples_per_s", ...}.
+Records: {"mode": "train"|"infer", "M", "R", "T", "batch", "device", "backend", "examples_per_s", ...}.
+On the CPU the step runs in C ("native", nram/native.py) unless NRAM_NATIVE=0 ("pytorch"); with
+several backends and ``--rounds N`` the backends alternate N times per setting, and the summary
+gives the median of the rounds and their ratio.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -71,7 +76,8 @@ def make_train_step(model: NRAM, memory: torch.Tensor, steps: int, compile_model
 
 
 def measure(mode: str, memory_size: int, steps: int, batch: int, device: str, threads: int,
-            compile_model: bool = False) -> dict:
+            compile_model: bool = False, backend: str = "native") -> dict:
+    os.environ["NRAM_NATIVE"] = "1" if backend == "native" else "0"
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = NRAM(MachineConfig(num_registers=REGISTERS)).to(device)
@@ -90,8 +96,9 @@ def measure(mode: str, memory_size: int, steps: int, batch: int, device: str, th
     synchronize(device)
     first_call = time.perf_counter() - first
     seconds = median_seconds(fn, device)
+    backend = backend if device == "cpu" else "pytorch"
     return {"mode": mode, "M": memory_size, "R": REGISTERS, "T": steps, "batch": batch, "device": device,
-            "threads": threads, "compile": compile_model, "first_call_s": round(first_call, 3),
+            "backend": backend, "threads": threads, "compile": compile_model, "first_call_s": round(first_call, 3),
             "step_ms": round(seconds * 1e3, 4), "examples_per_s": round(batch / seconds, 1)}
 
 
@@ -117,15 +124,44 @@ def fitted_exponent(records: list[dict], mode: str, batch: int) -> float | None:
     return sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x, _ in points)
 
 
-def print_table(records: list[dict]) -> None:
-    header = f"{'mode':>5} {'device':>6} {'thr':>3} {'comp':>4} {'M':>3} {'T':>3} {'batch':>5} " \
-             f"{'ms/step':>9} {'examples/s':>11} {'first call s':>12}"
-    print(header)
-    print("-" * len(header))
+HEADER = f"{'mode':>5} {'device':>6} {'backend':>7} {'thr':>3} {'comp':>4} {'M':>3} {'T':>3} {'batch':>5} " \
+         f"{'ms/step':>9} {'examples/s':>11} {'first call s':>12}"
+
+
+def print_table(records: list[dict], header: bool = True) -> None:
+    if header:
+        print(HEADER)
+        print("-" * len(HEADER))
     for r in records:
-        print(f"{r['mode']:>5} {r['device']:>6} {r['threads']:>3} {'yes' if r['compile'] else 'no':>4} "
+        print(f"{r['mode']:>5} {r['device']:>6} {r['backend']:>7} {r['threads']:>3} {'yes' if r['compile'] else 'no':>4} "
               f"{r['M']:>3} {r['T']:>3} {r['batch']:>5} {r['step_ms']:>9.3f} {r['examples_per_s']:>11.0f} "
               f"{r['first_call_s']:>12.2f}")
+
+
+def median_rounds(records: list[dict]) -> list[dict]:
+    """One record per setting and backend: the round with the median examples/s, with all rounds listed."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        key = tuple(r[k] for k in ("mode", "M", "T", "batch", "device", "backend", "threads", "compile"))
+        groups.setdefault(key, []).append(r)
+    out = []
+    for rounds in groups.values():
+        median = sorted(rounds, key=lambda r: r["examples_per_s"])[(len(rounds) - 1) // 2]
+        out.append({**median, "rounds": [r["examples_per_s"] for r in rounds]})
+    return out
+
+
+def print_backend_ratios(records: list[dict], backends: list[str]) -> None:
+    """native / pytorch examples/s for every setting measured with both."""
+    if not {"native", "pytorch"} <= set(backends):
+        return
+    by_key = {(r["mode"], r["M"], r["T"], r["batch"], r["threads"], r["backend"]): r for r in records
+              if r["device"] == "cpu" and not r["compile"]}
+    for (mode, memory_size, steps, batch, threads, backend), r in by_key.items():
+        other = by_key.get((mode, memory_size, steps, batch, threads, "pytorch"))
+        if backend == "native" and other:
+            print(f"{mode} M={memory_size} T={steps} batch {batch} threads={threads}: native / pytorch = "
+                  f"{r['examples_per_s'] / other['examples_per_s']:.2f} (medians of {len(r['rounds'])} rounds)")
 
 
 def main() -> None:
@@ -134,42 +170,55 @@ def main() -> None:
     parser.add_argument("--device", action="append", help="cpu, cuda (default: cpu, and cuda when present)")
     parser.add_argument("--threads", default=None, help="comma-separated CPU thread counts to compare")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile at M=10, T=3")
+    parser.add_argument("--backend", default="native",
+                        help="comma-separated CPU steps to compare: native (C), pytorch (default: native)")
+    parser.add_argument("--rounds", type=int, default=1, help="times each setting is measured, backends alternating")
     parser.add_argument("--json", metavar="FILE", help="write the records as a JSON list")
     args = parser.parse_args()
+    backends = args.backend.split(",")
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     default_threads = torch.get_num_threads()
     thread_counts = [int(t) for t in args.threads.split(",")] if args.threads else [default_threads]
     records = []
 
+    def write_json(rows: list[dict]) -> None:
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
+
     def record(result: dict) -> None:
         """Print one row at once and rewrite the JSON, so an interrupted run keeps what it measured."""
         records.append(result)
-        print_table(records[-1:]) if len(records) > 1 else print_table(records)
+        print_table(records[-1:], header=len(records) == 1)
         sys.stdout.flush()
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(records, f, indent=1)
+        write_json(records)
 
     for device in devices:
         for threads in (thread_counts if device == "cpu" else [default_threads]):
             for mode, memory_size, steps, batch in settings(args.quick):
-                record(measure(mode, memory_size, steps, batch, device, threads))
+                for _ in range(args.rounds):
+                    for backend in (backends if device == "cpu" else ["pytorch"]):
+                        record(measure(mode, memory_size, steps, batch, device, threads, backend=backend))
             if args.compile:
                 for mode, batch in (("train", 32), ("infer", 4096)):
-                    record(measure(mode, 10, 3, batch, device, threads, compile_model=True))
+                    record(measure(mode, 10, 3, batch, device, threads, compile_model=True, backend=backends[0]))
     print()
+    records = median_rounds(records)
+    write_json(records)
     print_table(records)
+    print_backend_ratios(records, backends)
     for device in devices:
         for r in records:
             if (r["device"], r["M"], r["T"], r["compile"]) == (device, 10, 3, False):
+                where = f"{device} {r['backend']} threads={r['threads']}"
                 if r["mode"] == "train" and r["batch"] == 32:
-                    print(f"{device} threads={r['threads']}: train M=10 T=3 batch 32: {r['examples_per_s']:.0f} "
+                    print(f"{where}: train M=10 T=3 batch 32: {r['examples_per_s']:.0f} "
                           f"examples/s = {r['examples_per_s'] / REFERENCE_TRAIN:.1f}x the Theano NRAM")
                 if r["mode"] == "infer" and r["batch"] == 4096:
-                    print(f"{device} threads={r['threads']}: infer M=10 T=3 batch 4096: {r['examples_per_s']:.0f} "
+                    print(f"{where}: infer M=10 T=3 batch 4096: {r['examples_per_s']:.0f} "
                           f"examples/s = {r['examples_per_s'] / REFERENCE_INFER:.1f}x the C++ NRAM")
     for mode, batch in (("train", 256), ("infer", 4096)):
-        exponent = fitted_exponent([r for r in records if r["device"] == devices[0]
+        exponent = fitted_exponent([r for r in records if r["device"] == devices[0] and r["backend"] == backends[0]
                                     and r["threads"] == thread_counts[-1]], mode, batch)
         if exponent is not None:
             print(f"{devices[0]} {mode} batch {batch}: time per step grows as M^{exponent:.2f} (T = 3)")
