@@ -208,10 +208,10 @@ class NRAM(nn.Module):
         self.check_memory(memory0, steps)
         memories, stop_logits, entropies = [], [], []
         for memory, logits in self._unroll(memory0, steps):
-            choice_logits, stop_logit = spread_logits(logits, self.padding_index, self.layout)
             memories.append(memory)
-            stop_logits.append(stop_logit)
+            stop_logits.append(logits[self.layout.num_logits - 1])
             if with_entropy:
+                choice_logits = spread_logits(logits, self.padding_index, self.layout)[0]
                 entropies.append(choice_entropy(choice_logits.permute(2, 1, 0)))
         return Rollout(torch.stack(memories).permute(0, 3, 1, 2), stop_distribution(torch.stack(stop_logits)),
                        torch.stack(entropies) if with_entropy else None)
@@ -234,9 +234,9 @@ class NRAM(nn.Module):
 
     def _streamed_output(self, memory0: Tensor, steps: int) -> Tensor:
         output, survival = None, None
-        stop_row = self.layout.num_logits - 1
         for t, (memory, logits) in enumerate(self._unroll(memory0, steps)):
-            f = torch.sigmoid(logits[stop_row]) if t < steps - 1 else torch.ones_like(logits[stop_row])
+            stop_logit = logits[self.layout.num_logits - 1]
+            f = torch.sigmoid(stop_logit) if t < steps - 1 else torch.ones_like(stop_logit)
             survival = torch.ones_like(f) if survival is None else survival
             weight = survival * f  # [B], against memory [M, M, B]
             output = memory * weight if output is None else output.addcmul_(memory, weight)

@@ -70,9 +70,9 @@ def _cpu_signature() -> str:
 def _compile(compiler: str, real: str) -> Path:
     """Build native_step.c for ``real`` ("float" or "double") unless a build is cached; its path."""
     source = SOURCE.read_bytes()
-    errors = []
+    error = ""
     for flags in _FLAG_SETS:
-        command = [compiler, *flags, "-fPIC", "-shared", f"-DREAL={real}", "-lm"]
+        command = [compiler, *flags, "-fPIC", "-shared", f"-DREAL={real}"]
         key = hashlib.sha256(b"\0".join([source, " ".join(command).encode(), platform.machine().encode(),
                                          _cpu_signature().encode()])).hexdigest()[:16]
         target = cache_dir() / f"nram_step_{real}_{key}.so"
@@ -81,13 +81,12 @@ def _compile(compiler: str, real: str) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
             built = Path(scratch) / target.name
-            result = subprocess.run([*command[:-1], str(SOURCE), "-o", str(built), command[-1]],
-                                    capture_output=True, text=True)
+            result = subprocess.run([*command, str(SOURCE), "-o", str(built), "-lm"], capture_output=True, text=True)
             if result.returncode == 0:
                 os.replace(built, target)  # atomic: processes compiling at once never see half a file
                 return target
-            errors.append(result.stderr.strip().splitlines()[-1:] or [f"exit code {result.returncode}"])
-    raise RuntimeError(f"{compiler} failed: {errors[-1][0]}")
+            error = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
+    raise RuntimeError(f"{compiler} failed: {error}")
 
 
 @functools.cache
