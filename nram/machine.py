@@ -85,11 +85,11 @@ def choice_weights(logits: Tensor, padding_index: Tensor, layout: CircuitLayout)
     (see :func:`nram.circuit.readout_with_blank`): every slot's softmax over its own options,
     value-major ``[R+Q, slots, B]``, 0 on the options a slot lacks.
 
-    On the CPU the softmax runs in C, slot by slot on the compact logits (:class:`_ChoiceSoftmax`);
-    elsewhere it runs over the padded choices of :func:`nram.circuit.spread_logits`, whose ``-inf``
-    entries give the zeros.
+    Where :func:`nram.native.usable` allows, the softmax runs in C, slot by slot on the compact
+    logits (:class:`_ChoiceSoftmax`); elsewhere it runs over the padded choices of
+    :func:`nram.circuit.spread_logits`, whose ``-inf`` entries give the zeros.
     """
-    if native.usable(logits):
+    if native.usable(logits, training=torch.is_grad_enabled() and logits.requires_grad):
         return _ChoiceSoftmax.apply(logits, layout)
     return torch.softmax(spread_logits(logits, padding_index, layout)[0], dim=0)
 
@@ -161,16 +161,16 @@ class _MachineStep(torch.autograd.Function):
     """One soft timestep, value-major, with a hand-written backward.
 
     Autograd through the step records hundreds of small operations per timestep; at the batch
-    sizes NRAM trains with, their bookkeeping costs more than the arithmetic. On the CPU the
-    step runs in C (:mod:`nram.native`), one call per timestep each way; elsewhere, or where no
-    C compiler works, it runs :func:`_run_gates` and :func:`_backward_gates`, the same formulas
-    in PyTorch.
+    sizes NRAM trains with, their bookkeeping costs more than the arithmetic. Where
+    :func:`nram.native.usable` allows (on the CPU, by default only when no gradient is needed)
+    the step runs in C, one call per timestep each way; otherwise it runs :func:`_run_gates`
+    and :func:`_backward_gates`, the same formulas in PyTorch.
     """
 
     @staticmethod
     def forward(ctx, memory: Tensor, registers: Tensor, weights: Tensor, layout: CircuitLayout,
                 constants: Tensor) -> tuple[Tensor, Tensor]:
-        ctx.native = native.usable(memory)
+        ctx.native = native.usable(memory, training=any(ctx.needs_input_grad))
         if ctx.native:  # the C step reads raw memory, so it runs on (and saves) contiguous tensors
             memory, registers, weights = memory.contiguous(), registers.contiguous(), weights.contiguous()
             new_memory, mixed, sources = native.step_forward(memory, registers, weights, layout)

@@ -10,9 +10,10 @@ Medians of repeated timings.
     python scripts/bench_machine.py --quick --backend native,pytorch --rounds 5   # the C step vs PyTorch's, side by side
 
 Records: {"mode": "train"|"infer", "M", "R", "T", "batch", "device", "backend", "examples_per_s", ...}.
-On the CPU the step runs in C ("native", nram/native.py) unless NRAM_NATIVE=0 ("pytorch"); with
-several backends and ``--rounds N`` the backends alternate N times per setting, and the summary
-gives the median of the rounds and their ratio.
+Backends on the CPU (see nram/native.py): "default" as shipped (the C step for inference, the
+PyTorch step for training), "native" (the C step for both, NRAM_NATIVE=train) and "pytorch"
+(NRAM_NATIVE=0). With several backends and ``--rounds N`` the backends alternate N times per
+setting, and the summary gives the median of the rounds and the native / pytorch ratio.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from training.optim import make_optimizer
 REGISTERS = 2
 REFERENCE_TRAIN = 386.0  # Theano NRAM, M=10, R=2, T=3, batch 32, on the 2-core CPU
 REFERENCE_INFER = 1e5  # C++ NRAM, forward rollouts/s, M=10, T=3
+BACKENDS = {"default": "1", "native": "train", "pytorch": "0"}  # the NRAM_NATIVE value of each
 
 
 def synchronize(device: str) -> None:
@@ -76,8 +78,8 @@ def make_train_step(model: NRAM, memory: torch.Tensor, steps: int, compile_model
 
 
 def measure(mode: str, memory_size: int, steps: int, batch: int, device: str, threads: int,
-            compile_model: bool = False, backend: str = "native") -> dict:
-    os.environ["NRAM_NATIVE"] = "1" if backend == "native" else "0"
+            compile_model: bool = False, backend: str = "default") -> dict:
+    os.environ["NRAM_NATIVE"] = BACKENDS[backend]
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = NRAM(MachineConfig(num_registers=REGISTERS)).to(device)
@@ -170,12 +172,14 @@ def main() -> None:
     parser.add_argument("--device", action="append", help="cpu, cuda (default: cpu, and cuda when present)")
     parser.add_argument("--threads", default=None, help="comma-separated CPU thread counts to compare")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile at M=10, T=3")
-    parser.add_argument("--backend", default="native",
-                        help="comma-separated CPU steps to compare: native (C), pytorch (default: native)")
+    parser.add_argument("--backend", default="default",
+                        help="comma-separated CPU steps to compare: default, native (C), pytorch")
     parser.add_argument("--rounds", type=int, default=1, help="times each setting is measured, backends alternating")
     parser.add_argument("--json", metavar="FILE", help="write the records as a JSON list")
     args = parser.parse_args()
     backends = args.backend.split(",")
+    if not set(backends) <= set(BACKENDS):
+        parser.error(f"--backend takes {', '.join(BACKENDS)}, got {args.backend}")
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     default_threads = torch.get_num_threads()
     thread_counts = [int(t) for t in args.threads.split(",")] if args.threads else [default_threads]

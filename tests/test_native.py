@@ -15,6 +15,7 @@ from test_machine import GATE_SETS, weights_from_logits
 from nram import native
 from nram.circuit import CircuitLayout
 from nram.machine import choice_weights, constant_values, step_values
+from nram.model import NRAM, MachineConfig
 
 
 def step_and_gradients(layout, size, batch, dtype, seed=0):
@@ -34,7 +35,7 @@ def step_and_gradients(layout, size, batch, dtype, seed=0):
 
 def both_backends(monkeypatch, *args):
     results = []
-    for switch in ("1", "0"):
+    for switch in ("train", "0"):
         monkeypatch.setenv("NRAM_NATIVE", switch)
         results.append(step_and_gradients(*args))
     return results
@@ -44,6 +45,23 @@ def test_a_c_compiler_on_path_gives_the_native_step():
     if not any(shutil.which(name) for name in ("cc", "gcc", "clang")):
         pytest.skip("no C compiler on PATH")
     assert native.usable(torch.zeros(1)) and native.usable(torch.zeros(1, dtype=torch.float64))
+
+
+def test_by_default_the_c_step_runs_without_gradients_only(monkeypatch):
+    """Training keeps the PyTorch step unless NRAM_NATIVE=train (see nram.native)."""
+    forward, calls = native.step_forward, []
+    monkeypatch.setattr(native, "step_forward", lambda *args: calls.append(1) or forward(*args))
+    monkeypatch.delenv("NRAM_NATIVE", raising=False)
+    model = NRAM(MachineConfig(num_registers=2))
+    memory0 = torch.randint(0, 5, (3, 5), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model(memory0, 2)
+    assert len(calls) == 2
+    model(memory0, 2).memories.sum().backward()
+    assert len(calls) == 2
+    monkeypatch.setenv("NRAM_NATIVE", "train")
+    model(memory0, 2)
+    assert len(calls) == 4
 
 
 @pytest.mark.parametrize("gates", GATE_SETS)
@@ -62,7 +80,7 @@ def test_native_step_equals_the_pytorch_step_in_float32(monkeypatch):
 
 
 def test_a_batch_split_across_threads_equals_one_call(monkeypatch):
-    monkeypatch.setenv("NRAM_NATIVE", "1")
+    monkeypatch.setenv("NRAM_NATIVE", "train")
     batch = 2 * native.PARALLEL_MIN_BATCH + 3
     threads = torch.get_num_threads()
     try:
@@ -122,14 +140,15 @@ def test_native_choice_softmax_equals_the_padded_softmax(dtype, tolerance, monke
     logits = torch.cat([logits, torch.full_like(logits[:1], float("-inf"))])  # the blank row
     grad_weights = torch.randn(layout.num_sources, layout.num_slots, 130, generator=gen, dtype=dtype)
     results = []
-    for switch in ("1", "0"):
+    for switch in ("train", "0"):
         monkeypatch.setenv("NRAM_NATIVE", switch)
         results.append(weights_and_gradient(layout, logits, grad_weights))
     for got, want in zip(*results):
         assert torch.allclose(got, want, rtol=0, atol=tolerance)
 
 
-def test_native_choice_softmax_passes_gradcheck():
+def test_native_choice_softmax_passes_gradcheck(monkeypatch):
+    monkeypatch.setenv("NRAM_NATIVE", "train")
     layout = CircuitLayout(2, ("read", "add", "write"))
     logits = torch.randn(layout.num_logits + 1, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda z: choice_weights(z, layout.padding_index(), layout),
