@@ -103,7 +103,7 @@ def library(real: str) -> ctypes.CDLL | None:
             raise RuntimeError("no C compiler found (set CC)")
         lib = ctypes.CDLL(str(_compile(compiler, real)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
-        warnings.warn(f"nram: the native CPU step is unavailable ({error}); running the slower PyTorch step. "
+        warnings.warn(f"the native CPU step is unavailable ({error}); running the slower PyTorch step. "
                       "Set NRAM_NATIVE=0 to choose it and silence this warning.", RuntimeWarning, stacklevel=2)
         return None
     circuit = [ctypes.c_long] * 5 + [ctypes.c_void_p] * 2 + [ctypes.c_long] * 2

@@ -1,6 +1,9 @@
 """Training end to end: the CLI, TensorBoard events, exact resume, NaN guard, bad input."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -40,6 +43,20 @@ def test_cli_trains_evaluates_and_runs_an_example(tmp_path, capsys):
     assert main(["run", "--checkpoint", str(checkpoint), "--length", "3"]) == 0
     shown = capsys.readouterr().out
     assert "memory before:" in shown and "step 1: read(" in shown and "target:" in shown
+
+
+def test_cli_without_a_c_compiler_warns_in_one_line_and_still_evaluates(tmp_path):
+    config = write_config(tmp_path / "access.toml")
+    out = tmp_path / "run"
+    assert main(["train", "--config", config, "--steps", "2", "--out", str(out)]) == 0
+    env = {**os.environ, "CC": "false", "NRAM_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-m", "training.cli", "eval", "--checkpoint", str(out / "checkpoint.pt"),
+                             "--lengths", "2", "--examples", "8"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "nram: warning: the native CPU step is unavailable (false failed: exit code 1); running the "
+        "slower PyTorch step. Set NRAM_NATIVE=0 to choose it and silence this warning."]
+    assert "cell error" in result.stdout
 
 
 def test_tensorboard_events_hold_scalars_images_and_hparams(tmp_path):

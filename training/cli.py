@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -217,8 +218,14 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    """Warnings as ``nram: warning: ...``, without the source line a library warning shows."""
+    return f"nram: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nram`` console script."""
+    warnings.formatwarning = one_line_warning
     args = make_parser().parse_args(argv)
     try:
         return args.handler(args)
