@@ -5,10 +5,10 @@ import socket
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from training.config import TrainConfig
+from training.distributed import shutdown_workers
 from training.trainer import Trainer
 
 SMALL = dict(task="access", min_length=2, max_length=4, timesteps=3, timesteps_per_length=0.0, num_registers=2,
@@ -28,7 +28,7 @@ def worker(rank: int, port: int, out: str, settings: dict) -> None:
     trainer.train()
     torch.save({"model": trainer.model.state_dict(), "level": trainer.curriculum_level},
                os.path.join(out, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    shutdown_workers(trainer.workers)
 
 
 @pytest.mark.parametrize("settings", [dict(optimizer="sgd", momentum=0.5),

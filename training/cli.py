@@ -21,6 +21,7 @@ from tasks import TASK_NAMES, get_task
 from training.chaos_sweep import sweep
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 from training.config import TrainConfig, default_config_path, load_config
+from training.distributed import shutdown_workers
 from training.evaluate import evaluate
 from training.show import format_trace
 from training.trainer import CHECKPOINT_NAME, Trainer, TrainingDiverged
@@ -83,6 +84,7 @@ def command_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as error:
         print(f"nram: training diverged: {error}", file=sys.stderr)
         return 1
+    shutdown_workers(trainer.workers)
     print_results(final)
     print(f"checkpoint: {trainer.checkpoint_path}")
     return 0
@@ -96,6 +98,7 @@ def run_quietly(trainer: Trainer) -> int:
         return 130
     except TrainingDiverged:
         return 1
+    shutdown_workers(trainer.workers)
     return 0
 
 

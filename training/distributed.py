@@ -46,6 +46,18 @@ def setup_workers(device: torch.device) -> tuple[Workers, torch.device]:
     return Workers(dist.get_rank(), dist.get_world_size()), device
 
 
+def shutdown_workers(workers: Workers) -> None:
+    """Leave the process group once every worker has finished (nothing to do for one worker).
+
+    The barrier keeps any worker from tearing down its connections while another still
+    has a collective in flight.
+    """
+    if workers.world_size == 1 or not dist.is_initialized():
+        return
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def sum_across_workers(values: list[float], workers: Workers, device: torch.device) -> list[float]:
     """Element-wise sum of ``values`` over all workers (identity for one worker)."""
     if workers.world_size == 1:
