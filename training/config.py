@@ -46,6 +46,9 @@ class TrainConfig:
     """The curriculum moves to the next level when the per-cell error at its level falls below this."""
     memory_extra: int = 0
     """Cells beyond the task's minimum: M(n) = task.min_memory_size(n) + memory_extra."""
+    batch_by_length: bool = False
+    """Train each length in a batch at its own M(n) and T(n), as evaluation runs it (one rollout
+    per length); false runs the whole batch at the M and T of its longest input (one rollout)."""
     timesteps: int = 2
     """T(n) = timesteps + timesteps_per_length * n: how many steps the machine runs on a length-n input."""
     timesteps_per_length: float = 1.0

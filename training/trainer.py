@@ -7,6 +7,7 @@ which go into the checkpoint, so ``--resume`` continues bit for bit where the ru
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from tqdm import tqdm
 
 from nram.model import NRAM, rollout_loss
 from tasks import get_task
+from tasks.base import TaskBatch
 from tasks.curriculum import FixedCurriculum, ZarembaCurriculum
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
@@ -155,27 +157,54 @@ class Trainer:
         """T(n) from the config."""
         return self.config.timesteps_for(length)
 
-    def train_step(self, writer: SummaryWriter | None = None) -> dict[str, float]:
-        """Sample a curriculum batch, take one optimizer step (or skip it on NaN); returns its stats."""
+    def training_batches(self, lengths: torch.Tensor) -> list[tuple[torch.Tensor, TaskBatch, int]]:
+        """The rollouts one step trains on, as ``(lengths [b], batch, T)`` triples.
+
+        By default one: the whole batch at the M and T of its longest input. With
+        ``batch_by_length``, one per distinct length n, at M(n) and T(n).
+        """
+        config = self.config
+        groups = [lengths[lengths == n] for n in torch.unique(lengths)] if config.batch_by_length else [lengths]
+        batches = []
+        for group in groups:
+            longest = int(group.max())
+            batch = self.task.sample_mixed(group, config.memory_size_for(longest), self.data_generator,
+                                           device=self.device)
+            batches.append((group, batch, self.timesteps_for(longest)))
+        return batches
+
+    def train_step(self) -> dict[str, float]:
+        """Sample a curriculum batch, take one optimizer step (or skip it on NaN); returns its stats.
+
+        Each rollout's loss enters with its share of the batch, so the step follows the
+        gradient of the mean loss over all examples however they are grouped.
+        """
         config = self.config
         lengths = self.curriculum.sample_lengths(config.batch_size, self.data_generator)
-        longest = int(lengths.max())
-        # Memory and time grow with the longest input in the batch, as they do in evaluation,
-        # so the machine learns programs that do not depend on one memory size.
-        batch = self.task.sample_mixed(lengths, self.config.memory_size_for(longest), self.data_generator,
-                                       device=self.device)
-        steps = self.timesteps_for(longest)
+        batches = self.training_batches(lengths)
         if hasattr(self.model.controller, "resample"):
             self.model.controller.resample(self.dropout_generator)
-        rollout = self.forward_model(batch.memory, steps, with_entropy=self.counters["entropy_weight"] > 0)
-        loss = rollout_loss(rollout, batch.target, batch.mask, config.log_eps)
-        objective = loss
-        if rollout.choice_entropy is not None:
-            objective = loss - self.counters["entropy_weight"] * rollout.choice_entropy.mean()
         self.optimizer.zero_grad(set_to_none=True)
-        objective.backward()
+        loss, wrong, scored = 0.0, 0, 0
+        for index, (group, batch, steps) in enumerate(batches):
+            share = group.numel() / lengths.numel()
+            with self._gradient_sync(last=index == len(batches) - 1):
+                rollout = self.forward_model(batch.memory, steps, with_entropy=self.counters["entropy_weight"] > 0)
+                group_loss = rollout_loss(rollout, batch.target, batch.mask, config.log_eps)
+                objective = group_loss
+                if rollout.choice_entropy is not None:
+                    objective = group_loss - self.counters["entropy_weight"] * rollout.choice_entropy.mean()
+                (objective * share).backward()
+            loss += group_loss.item() * share
+            with torch.no_grad():
+                group_wrong, group_scored = cell_errors(rollout.output_memory().argmax(-1), batch)
+                at_level = group.to(self.device) == self.curriculum_level
+                self.counters["level_wrong"] += int(group_wrong[at_level].sum())
+                self.counters["level_scored"] += int(group_scored[at_level].sum())
+                wrong += int(group_wrong.sum())
+                scored += int(group_scored.sum())
         grad_norm = self._clip_and_perturb()
-        finite = math.isfinite(loss.item()) and math.isfinite(grad_norm)
+        finite = math.isfinite(loss) and math.isfinite(grad_norm)
         if finite:
             self.optimizer.step()
             self.counters["nan_streak"] = 0
@@ -188,14 +217,15 @@ class Trainer:
                     f"try a lower lr (now {config.lr}), stronger clipping or a larger log_eps. The last good "
                     f"checkpoint is {self.checkpoint_path}")
         self.counters["entropy_weight"] *= config.entropy_decay
-        with torch.no_grad():
-            wrong, scored = cell_errors(rollout.output_memory().argmax(-1), batch)
-            at_level = lengths.to(self.device) == self.curriculum_level
-            self.counters["level_wrong"] += int(wrong[at_level].sum())
-            self.counters["level_scored"] += int(scored[at_level].sum())
         self.step += 1
-        return {"loss": loss.item(), "cell_error": float(wrong.sum() / scored.sum()), "grad_norm": grad_norm,
+        return {"loss": loss, "cell_error": wrong / scored, "grad_norm": grad_norm,
                 "skipped": 0.0 if finite else 1.0}
+
+    def _gradient_sync(self, last: bool) -> contextlib.AbstractContextManager:
+        """DistributedDataParallel averages gradients on the last backward of a step only."""
+        if last or not isinstance(self.forward_model, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return self.forward_model.no_sync()
 
     @property
     def curriculum_level(self) -> int:
