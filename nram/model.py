@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nram import native
 from nram.circuit import CircuitLayout, readout_with_blank, spread_logits
 from nram.controller import make_controller
 from nram.gates import GATE_NAMES
@@ -109,6 +110,15 @@ def rollout_loss(rollout: Rollout, target: Tensor, mask: Tensor, eps: float = 1e
     likelihood = rollout.memories.gather(-1, index).squeeze(-1)  # [T, B, M]
     cell_nll = -torch.log(likelihood.clamp_min(eps)) * mask
     return (rollout.stop_probs * cell_nll.sum(-1)).sum(0).mean()
+
+
+def broadcast_state(state: Any, batch_size: int) -> Any:
+    """A controller state of batch 1 (None, a tensor ``[1, ...]`` or a tuple of them) as views of batch ``batch_size``."""
+    if state is None:
+        return None
+    if isinstance(state, Tensor):
+        return state.expand(batch_size, *state.shape[1:])
+    return tuple(broadcast_state(part, batch_size) for part in state)
 
 
 class NRAM(nn.Module):
@@ -220,17 +230,42 @@ class NRAM(nn.Module):
         """``sum_t p_t memories[t]`` ``[B, M, M]`` without keeping every step's memory.
 
         Equals ``forward(memory0, steps).output_memory()`` in O(B M^2) memory instead of
-        O(T B M^2): what evaluation on long inputs needs. In eval mode on the CPU the batch
-        runs in slices of about :data:`CPU_SLICE_BYTES` of memory each; the examples are
-        independent, so the result is the same. Not in training mode, where batchwise dropout
-        draws one pattern per call, and not on CUDA, which wants the whole batch at once.
+        O(T B M^2): what evaluation on long inputs needs. In eval mode without gradients, on
+        integer cells and where the C code is usable, the steps run in C tile by tile
+        (:meth:`_tiled_output`). Otherwise, in eval mode on the CPU the batch runs in slices of
+        about :data:`CPU_SLICE_BYTES` of memory each; the examples are independent, so the
+        result is the same. Not in training mode, where batchwise dropout draws one pattern per
+        call, and not on CUDA, which wants the whole batch at once.
         """
         self.check_memory(memory0, steps)
+        if (not self.training and not torch.is_grad_enabled() and not memory0.dtype.is_floating_point
+                and native.usable(self.readout()[0])):
+            return self._tiled_output(memory0, steps)
         batch_size, memory_size = memory0.shape[:2]
         slice_size = max(1, CPU_SLICE_BYTES // (memory_size * memory_size * self.dtype.itemsize))
         if self.training or memory0.device.type != "cpu" or batch_size <= slice_size:
             return self._streamed_output(memory0, steps)
         return torch.cat([self._streamed_output(part, steps) for part in memory0.split(slice_size)])
+
+    def _tiled_output(self, memory0: Tensor, steps: int) -> Tensor:
+        """:meth:`output_memory` with the controller in PyTorch and everything else in C, the
+        batch stored tile by tile (:class:`nram.native.TiledInference`).
+
+        Every register starts at 0, so at the first step every example shows the controller the
+        same flags: it runs once, for all of them.
+        """
+        batch_size = memory0.shape[0]
+        machine = native.TiledInference(memory0, self.layout, self.dtype)
+        weight, bias = self.controller.readout_weight()
+        bias = bias.contiguous() if bias is not None else weight.new_zeros(weight.shape[0])
+        flags = torch.ones(1, self.layout.num_registers, dtype=self.dtype)
+        controller_state = self.controller.initial_state(1, memory0.device)
+        for t in range(steps):
+            hidden, controller_state = self.controller.features(flags, controller_state)
+            flags = machine.step(hidden @ weight.T, bias, last=t == steps - 1)
+            if t == 0:
+                controller_state = broadcast_state(controller_state, batch_size)
+        return machine.output()
 
     def _streamed_output(self, memory0: Tensor, steps: int) -> Tensor:
         output, survival = None, None

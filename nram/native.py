@@ -9,14 +9,16 @@ directory (``$NRAM_CACHE_DIR``, else ``~/.cache/nram``) in about a second, once 
 and CPU. Where no compiler works the machine warns once and runs the PyTorch step.
 
 By default the C code runs where no gradient is needed (evaluation, ``nram eval``, inference);
-training keeps the PyTorch step. Each C step agrees with the PyTorch one to float rounding
-(about 1e-7 in float32, 1e-15 in float64), yet trained with it the shipped configs of Increment,
-Reverse and Swap succeeded on fewer seeds (Reverse: 6 of 14 runs against 13 of 14; see
-docs/speed.md) for a reason we have not found. ``NRAM_NATIVE=train`` uses the C step for
-training too (1.6-2.3x faster); ``NRAM_NATIVE=0`` turns the C code off.
+training keeps the PyTorch step, with which the shipped results were measured.
+``NRAM_NATIVE=train`` uses the C step for training too (1.6-2.3x faster); ``NRAM_NATIVE=0``
+turns the C code off. Each C step agrees with the PyTorch one to float rounding (about 1e-7 in
+float32, 1e-15 in float64). Training is chaotic, so a run with either step takes its own path:
+on Swap, 20 seeds each, the PyTorch step solved 8 and the C step 6 (docs/speed.md).
 
 Shapes are value-major, as in :mod:`nram.machine`: memory ``[M, M, B]``, registers ``[R, M, B]``,
-weights ``[K, S, B]`` (K = R + Q sources, S choice slots).
+weights ``[K, S, B]`` (K = R + Q sources, S choice slots). Inference has its own entry,
+:class:`TiledInference`: it keeps the batch tile by tile and runs the whole step (softmax, gates,
+stop distribution) while a tile is in the cache.
 """
 
 from __future__ import annotations
@@ -115,6 +117,10 @@ def library(real: str) -> ctypes.CDLL | None:
     for function in (lib.nram_step_forward, lib.nram_step_backward, lib.nram_choice_softmax,
                      lib.nram_choice_softmax_backward):
         function.restype = None
+    lib.nram_tile.restype = ctypes.c_long
+    lib.nram_infer_step.argtypes = circuit[:7] + [ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_int,
+                                                  ctypes.c_long, ctypes.c_long] + [ctypes.c_void_p] * 7
+    lib.nram_infer_step.restype = ctypes.c_int
     return lib
 
 
@@ -216,3 +222,70 @@ def choice_softmax_backward(weights: Tensor, grad_weights: Tensor, num_rows: int
     _run(library(C_TYPES[weights.dtype]).nram_choice_softmax_backward, _softmax_head(layout, batch_size),
          batch_size, [weights, grad_weights, grad_logits])
     return grad_logits
+
+
+class TiledInference:
+    """The soft machine's state during inference, stored tile by tile for :func:`nram_infer_step`.
+
+    ``memory0`` holds integer cells ``[B, M]``; the machine starts with every register at 0.
+    Each :meth:`step` takes the controller's logits ``[B, L]`` (example-major, as ``hidden @
+    weight.T`` gives them, the bias apart) and returns the register flags ``[B, R]`` the
+    controller reads next; :meth:`output` is ``sum_t p_t memory_t`` ``[B, M, M]``, as
+    :meth:`nram.model.NRAM.output_memory` defines it. The C code runs each tile's softmax,
+    gates and output update while the tile is in the cache, and splits the tiles across
+    ``torch.get_num_threads()`` threads for large batches.
+    """
+
+    def __init__(self, memory0: Tensor, layout: CircuitLayout, dtype: torch.dtype):
+        self.lib = library(C_TYPES[dtype])
+        self.layout = layout
+        self.batch_size, memory_size = memory0.shape
+        tile = self.lib.nram_tile()
+        self.num_tiles = -(-self.batch_size // tile)
+        self.memory = one_hot_tiles(memory0, tile, dtype)
+        self.registers = self.memory.new_zeros(self.num_tiles, layout.num_registers, memory_size, tile)
+        self.registers[:, :, 0] = 1
+        self.output_memory = self.memory.new_zeros(memory_size, memory_size, self.batch_size)
+        self.survival = self.memory.new_ones(self.num_tiles * tile)
+        gates, first_slot, widths = _layout_arrays(layout)
+        self.head = (memory_size, self.batch_size, layout.num_registers, layout.num_gates, layout.num_slots,
+                     gates, first_slot, widths)
+
+    def step(self, logits: Tensor, bias: Tensor, last: bool) -> Tensor:
+        """One timestep from the controller's logits ``logits + bias``: ``logits`` ``[B, L]``, or
+        ``[1, L]`` for logits every example shares; ``bias`` ``[L]``. Returns the flags ``[B, R]``."""
+        _check_contiguous(logits, bias)
+        flags = logits.new_empty(self.batch_size, self.layout.num_registers)
+        pointers = [t.data_ptr() for t in (logits, bias, self.memory, self.registers, self.output_memory,
+                                           self.survival, flags)]
+        stride = 0 if logits.shape[0] == 1 else logits.shape[1]
+        head = self.head + (stride, self.layout.num_logits - 1, int(last))
+
+        def run(first: int, end: int) -> None:
+            if self.lib.nram_infer_step(*head, first, end, *pointers) != 0:
+                raise MemoryError("nram_infer_step could not allocate its scratch memory")
+
+        workers = min(torch.get_num_threads(), self.batch_size // (PARALLEL_MIN_BATCH // 2))
+        if self.batch_size < PARALLEL_MIN_BATCH or workers < 2:
+            run(0, self.num_tiles)
+        else:
+            bounds = [self.num_tiles * k // workers for k in range(workers + 1)]
+            list(_pool(workers).map(lambda k: run(bounds[k], bounds[k + 1]), range(workers)))
+        return flags
+
+    def output(self) -> Tensor:
+        """``sum_t p_t memory_t`` ``[B, M, M]`` (a view of value-major storage)."""
+        return self.output_memory.permute(2, 0, 1)
+
+
+def one_hot_tiles(cells: Tensor, tile: int, dtype: torch.dtype) -> Tensor:
+    """Integer cells ``[B, M]`` one-hot, tile by tile: ``[ceil(B / tile), M, M, tile]``, with
+    ``[t, k, v, l]`` = 1 where example ``t * tile + l`` holds v in cell k (zeros past B)."""
+    batch_size, memory_size = cells.shape
+    num_tiles = -(-batch_size // tile)
+    tiles = torch.zeros(num_tiles, memory_size, memory_size, tile, dtype=dtype)
+    example = torch.arange(batch_size).unsqueeze(1)
+    cell = torch.arange(memory_size)
+    index = (((example // tile) * memory_size + cell) * memory_size + cells.cpu()) * tile + example % tile
+    tiles.view(-1)[index.view(-1)] = 1
+    return tiles

@@ -17,6 +17,7 @@
    the slots that see a source are a suffix of 0..S-1. */
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifndef REAL
@@ -415,35 +416,40 @@ static inline double exp_nonpositive_double(double x) { return exp(x); }
 
 #define exp_nonpositive(x) _Generic((x), float: exp_nonpositive_float, double: exp_nonpositive_double)(x)
 
-/* weights[j, s] = softmax over the options of slot s of its logits, 0 for j >= width[s].
-   logits [*, B] hold every slot's options one slot after another (nram.circuit.CircuitLayout). */
-void nram_choice_softmax(long S, long K, long B, const int *width, long begin, long end, const REAL *logits,
+/* The softmax of examples [b0, b0 + n) of rows with stride B: weights[j, s] = softmax over the
+   options of slot s of its logits, 0 for j >= width[s]. logits [*, B] hold every slot's options
+   one slot after another (nram.circuit.CircuitLayout). */
+static void softmax_tile(long S, long K, long B, const int *width, int n, long b0, const REAL *logits,
                          REAL *weights) {
-    for (long b0 = begin; b0 < end; b0 += TILE) {
-        int n = end - b0 < TILE ? (int)(end - b0) : TILE;
-        REAL largest[TILE], total[TILE];
-        long offset = 0;
-        for (long s = 0; s < S; offset += width[s], ++s) {
-            const REAL *z = logits + offset * B + b0;
-            lanes_copy(n, largest, z);
-            for (long j = 1; j < width[s]; ++j)
-                for (int b = 0; b < n; ++b) largest[b] = z[j * B + b] > largest[b] ? z[j * B + b] : largest[b];
-            lanes_zero(n, total);
-            for (long j = 0; j < width[s]; ++j) {
-                REAL *w = weights + (j * S + s) * B + b0;
-                for (int b = 0; b < n; ++b) {
-                    w[b] = exp_nonpositive(z[j * B + b] - largest[b]);
-                    total[b] += w[b];
-                }
-            }
-            for (int b = 0; b < n; ++b) total[b] = 1 / total[b];
-            for (long j = 0; j < K; ++j) {
-                REAL *w = weights + (j * S + s) * B + b0;
-                if (j < width[s]) for (int b = 0; b < n; ++b) w[b] *= total[b];
-                else lanes_zero(n, w);
+    REAL largest[TILE], total[TILE];
+    long offset = 0;
+    for (long s = 0; s < S; offset += width[s], ++s) {
+        const REAL *z = logits + offset * B + b0;
+        lanes_copy(n, largest, z);
+        for (long j = 1; j < width[s]; ++j)
+            for (int b = 0; b < n; ++b) largest[b] = z[j * B + b] > largest[b] ? z[j * B + b] : largest[b];
+        lanes_zero(n, total);
+        for (long j = 0; j < width[s]; ++j) {
+            REAL *w = weights + (j * S + s) * B + b0;
+            for (int b = 0; b < n; ++b) {
+                w[b] = exp_nonpositive(z[j * B + b] - largest[b]);
+                total[b] += w[b];
             }
         }
+        for (int b = 0; b < n; ++b) total[b] = 1 / total[b];
+        for (long j = 0; j < K; ++j) {
+            REAL *w = weights + (j * S + s) * B + b0;
+            if (j < width[s]) for (int b = 0; b < n; ++b) w[b] *= total[b];
+            else lanes_zero(n, w);
+        }
     }
+}
+
+/* The softmax for examples [begin, end) of logits [*, B] into weights [K, S, B]. */
+void nram_choice_softmax(long S, long K, long B, const int *width, long begin, long end, const REAL *logits,
+                         REAL *weights) {
+    for (long b0 = begin; b0 < end; b0 += TILE)
+        softmax_tile(S, K, B, width, end - b0 < TILE ? (int)(end - b0) : TILE, b0, logits, weights);
 }
 
 /* Its backward: grad_logits of slot s's options = w (g - <w, g>), for the rows of every slot. */
@@ -465,4 +471,56 @@ void nram_choice_softmax_backward(long S, long K, long B, const int *width, long
             }
         }
     }
+}
+
+/* -------------------------------------------------------------- inference, tile-major -- */
+
+long nram_tile(void) { return TILE; }
+
+/* One soft timestep for inference on tiles [first, end) of a batch of B examples stored tile
+   by tile, so that each tile's state is one block of memory: memory [tiles, M, M, TILE],
+   registers [tiles, R, M, TILE], survival [tiles * TILE]; output [M, M, B] as nram.machine
+   lays memories out. logits [B, L]
+   are the controller's, example after example (its stop logit in column `stop`). For each
+   tile, while it is in the cache: the choice softmax, the gates, the new memory and
+   registers, and the stop distribution's share of the output (`last`: the final step, which
+   takes all that survives). Example b's logits are logits[b * stride + j] + bias[j]: a stride
+   of 0 gives every example the same logits. flags [B, R] receive P(register = 0) for the next
+   controller call. Returns 0, or -1 if scratch memory could not be allocated. */
+int nram_infer_step(long M, long B, long R, long Q, long S, const int *gate, const int *first_slot,
+                    const int *width, long stride, long stop, int last, long first, long end, const REAL *logits,
+                    const REAL *bias, REAL *memory, REAL *registers, REAL *output, REAL *survival, REAL *flags) {
+    long K = R + Q, options = 0;
+    int writes = 0;
+    for (long s = 0; s < S; ++s) options += width[s];
+    for (long i = 0; i < Q; ++i) writes |= gate[i] == WRITE;
+    Circuit c = {M, R, Q, S, K, TILE, gate, first_slot};
+    REAL *scratch = malloc(sizeof(REAL) * TILE * (options + K * S + S * M + K * M + M * M));
+    if (scratch == NULL) return -1;
+    REAL *local_logits = scratch, *weights = local_logits + options * TILE, *mixed = weights + K * S * TILE;
+    REAL *sources = mixed + S * M * TILE, *new_memory = sources + K * M * TILE;
+    for (long tile = first; tile < end; ++tile) {
+        long b0 = tile * TILE;
+        int n = B - b0 < TILE ? (int)(B - b0) : TILE;
+        REAL *tile_memory = memory + tile * M * M * TILE, *tile_registers = registers + tile * R * M * TILE;
+        REAL *tile_survival = survival + b0;
+        for (int b = 0; b < n; ++b)
+            for (long j = 0; j < options; ++j) local_logits[j * TILE + b] = logits[(b0 + b) * stride + j] + bias[j];
+        softmax_tile(S, K, TILE, width, n, 0, local_logits, weights);
+        forward_tile(&c, n, 0, tile_memory, tile_registers, weights, new_memory, mixed, sources);
+        if (writes)
+            for (long row = 0; row < M * M; ++row) lanes_copy(n, tile_memory + row * TILE, new_memory + row * TILE);
+        for (long row = 0; row < R * M; ++row)
+            lanes_copy(n, tile_registers + row * TILE, mixed + ((S - R) * M + row) * TILE);
+        REAL share[TILE];
+        for (int b = 0; b < n; ++b) {
+            REAL f = last ? 1 : 1 / (1 + exp(-(logits[(b0 + b) * stride + stop] + bias[stop])));
+            share[b] = tile_survival[b] * f;
+            tile_survival[b] *= 1 - f;
+            for (long r = 0; r < R; ++r) flags[(b0 + b) * R + r] = tile_registers[r * M * TILE + b];
+        }
+        for (long row = 0; row < M * M; ++row) lanes_fma(n, output + row * B + b0, share, tile_memory + row * TILE);
+    }
+    free(scratch);
+    return 0;
 }

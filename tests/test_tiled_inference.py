@@ -1,0 +1,90 @@
+"""Inference in C, tile by tile (nram.native.TiledInference), against the rollout's definition.
+
+``NRAM.output_memory`` in eval mode without gradients runs the controller in PyTorch and the
+rest of each step in C on a tile-major batch. The reference is ``forward(...).output_memory()``
+on the PyTorch step: every step's memory kept and weighted by the stop distribution.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_machine import GATE_SETS
+
+from nram import native
+from nram.model import NRAM, MachineConfig
+
+
+def model_and_cells(gates, controller, size, batch, dtype, seed=0):
+    torch.manual_seed(seed)
+    options = {"gates": gates} if gates else {}  # None: all 14 gates
+    model = NRAM(MachineConfig(num_registers=3, controller=controller, **options)).to(dtype).eval()
+    with torch.no_grad():  # sharper logits than at initialisation, so the steps differ more
+        for parameter in model.parameters():
+            parameter.mul_(3)
+    cells = torch.randint(0, size, (batch, size), generator=torch.Generator().manual_seed(seed + 1))
+    return model, cells
+
+
+def reference_output(model, cells, steps, monkeypatch):
+    monkeypatch.setenv("NRAM_NATIVE", "0")
+    with torch.no_grad():
+        output = model(cells, steps).output_memory()
+    monkeypatch.setenv("NRAM_NATIVE", "1")
+    return output
+
+
+def tiled_output(model, cells, steps, monkeypatch):
+    """output_memory, failing unless it ran on TiledInference."""
+    runs = []
+    monkeypatch.setattr(native, "TiledInference", lambda *a, cls=native.TiledInference: runs.append(1) or cls(*a))
+    with torch.no_grad():
+        output = model.output_memory(cells, steps)
+    assert runs, "output_memory did not take the tiled C path"
+    return output
+
+
+@pytest.mark.parametrize("gates", GATE_SETS)
+@pytest.mark.parametrize("controller", ["mlp", "lstm", "gated"])
+@pytest.mark.parametrize("size,batch", [(2, 1), (7, 64), (10, 130)])  # 130: three tiles, the last one short
+def test_tiled_inference_equals_the_rollout_in_float64(gates, controller, size, batch, monkeypatch):
+    model, cells = model_and_cells(gates, controller, size, batch, torch.float64)
+    expected = reference_output(model, cells, 4, monkeypatch)
+    torch.testing.assert_close(tiled_output(model, cells, 4, monkeypatch), expected, rtol=0, atol=1e-12)
+
+
+def test_tiled_inference_in_float32_and_one_step(monkeypatch):
+    model, cells = model_and_cells(None, "mlp", 9, 70, torch.float32)
+    for steps in (1, 3):
+        expected = reference_output(model, cells, steps, monkeypatch)
+        torch.testing.assert_close(tiled_output(model, cells, steps, monkeypatch), expected, rtol=0, atol=2e-6)
+
+
+def test_a_batch_split_across_threads_equals_one_thread(monkeypatch):
+    model, cells = model_and_cells(None, "lstm", 6, 1500, torch.float64)  # 1500 >= PARALLEL_MIN_BATCH
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = tiled_output(model, cells, 3, monkeypatch)
+        torch.set_num_threads(3)
+        split = tiled_output(model, cells, 3, monkeypatch)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(single, split)
+
+
+def test_one_hot_tiles_places_every_cell():
+    cells = torch.randint(0, 5, (70, 5), generator=torch.Generator().manual_seed(0))
+    tiles = native.one_hot_tiles(cells, 64, torch.float32)
+    assert tiles.shape == (2, 5, 5, 64)
+    by_example = tiles.permute(0, 3, 1, 2).reshape(128, 5, 5)
+    assert torch.equal(by_example[:70], F.one_hot(cells, 5).float())
+    assert not by_example[70:].any()
+
+
+def test_the_tiled_path_is_not_taken_for_training_or_gradients(monkeypatch):
+    model, cells = model_and_cells(None, "mlp", 5, 8, torch.float32)
+    monkeypatch.setattr(native, "TiledInference", None)  # calling it would fail
+    assert model.output_memory(cells, 2).requires_grad
+    model.train()
+    with torch.no_grad():
+        model.output_memory(cells, 2)
