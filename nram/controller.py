@@ -43,7 +43,7 @@ class MLPController(nn.Module):
             width = hidden_size
         self.body = nn.Sequential(*layers)
         self.readout = nn.Linear(width, output_size)
-        self._hidden_layers = tuple(layer for layer in layers if isinstance(layer, nn.Linear))
+        self.hidden_layers = tuple(layer for layer in layers if isinstance(layer, nn.Linear))
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> None:
         """A feed-forward controller carries no state."""
@@ -56,7 +56,7 @@ class MLPController(nn.Module):
         overhead costs more than the layers' arithmetic).
         """
         hidden = inputs
-        for layer in self._hidden_layers:
+        for layer in self.hidden_layers:
             hidden = torch.relu(F.linear(hidden, layer.weight, layer.bias))
         return hidden, None
 

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from nram import native
 from nram.circuit import CircuitLayout, readout_with_blank, spread_logits
-from nram.controller import make_controller
+from nram.controller import MLPController, make_controller
 from nram.gates import GATE_NAMES
 from nram.machine import choice_weights, constant_values, initial_registers, one_hot_cells, step_values
 
@@ -248,13 +248,19 @@ class NRAM(nn.Module):
         return torch.cat([self._streamed_output(part, steps) for part in memory0.split(slice_size)])
 
     def _tiled_output(self, memory0: Tensor, steps: int) -> Tensor:
-        """:meth:`output_memory` with the controller in PyTorch and everything else in C, the
-        batch stored tile by tile (:class:`nram.native.TiledInference`).
+        """:meth:`output_memory` in C, tile by tile: the whole rollout in one call for a plain
+        MLP controller (:func:`nram.native.infer_mlp`); for other controllers, the controller in
+        PyTorch and the rest of each step in C (:class:`nram.native.TiledInference`).
 
         Every register starts at 0, so at the first step every example shows the controller the
         same flags: it runs once, for all of them.
         """
         batch_size = memory0.shape[0]
+        if type(self.controller) is MLPController:
+            layers = [(layer.weight, layer.bias) for layer in self.controller.hidden_layers]
+            first_flags = torch.ones(1, self.layout.num_registers, dtype=self.dtype)
+            return native.infer_mlp(memory0, steps, self.layout, layers + [self.controller.readout_weight()],
+                                    self.controller(first_flags)[0][0])
         machine = native.TiledInference(memory0, self.layout, self.dtype)
         weight, bias = self.controller.readout_weight()
         bias = bias.contiguous() if bias is not None else weight.new_zeros(weight.shape[0])

@@ -121,6 +121,9 @@ def library(real: str) -> ctypes.CDLL | None:
     lib.nram_infer_step.argtypes = circuit[:7] + [ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_int,
                                                   ctypes.c_long, ctypes.c_long] + [ctypes.c_void_p] * 7
     lib.nram_infer_step.restype = ctypes.c_int
+    lib.nram_infer_mlp.argtypes = circuit[:7] + [ctypes.c_void_p, ctypes.c_long, ctypes.c_long] + \
+        [ctypes.c_void_p] * 4 + [ctypes.c_long] * 2 + [ctypes.c_void_p] * 2
+    lib.nram_infer_mlp.restype = ctypes.c_int
     return lib
 
 
@@ -265,12 +268,7 @@ class TiledInference:
             if self.lib.nram_infer_step(*head, first, end, *pointers) != 0:
                 raise MemoryError("nram_infer_step could not allocate its scratch memory")
 
-        workers = min(torch.get_num_threads(), self.batch_size // (PARALLEL_MIN_BATCH // 2))
-        if self.batch_size < PARALLEL_MIN_BATCH or workers < 2:
-            run(0, self.num_tiles)
-        else:
-            bounds = [self.num_tiles * k // workers for k in range(workers + 1)]
-            list(_pool(workers).map(lambda k: run(bounds[k], bounds[k + 1]), range(workers)))
+        _run_tiles(run, self.batch_size, self.num_tiles)
         return flags
 
     def output(self) -> Tensor:
@@ -289,3 +287,45 @@ def one_hot_tiles(cells: Tensor, tile: int, dtype: torch.dtype) -> Tensor:
     index = (((example // tile) * memory_size + cell) * memory_size + cells.cpu()) * tile + example % tile
     tiles.view(-1)[index.view(-1)] = 1
     return tiles
+
+
+def _run_tiles(run, batch_size: int, num_tiles: int) -> None:
+    """``run(first, end)`` over tiles ``[0, num_tiles)``, split across threads for large batches."""
+    workers = min(torch.get_num_threads(), batch_size // (PARALLEL_MIN_BATCH // 2))
+    if batch_size < PARALLEL_MIN_BATCH or workers < 2:
+        run(0, num_tiles)
+        return
+    bounds = [num_tiles * k // workers for k in range(workers + 1)]
+    list(_pool(workers).map(lambda k: run(bounds[k], bounds[k + 1]), range(workers)))
+
+
+def infer_mlp(cells: Tensor, steps: int, layout: CircuitLayout, layers: list[tuple[Tensor, Tensor]],
+              first_logits: Tensor) -> Tensor:
+    """``sum_t p_t memory_t`` ``[B, M, M]`` of a whole soft rollout from integer cells ``[B, M]``,
+    controller included, in one C call (:func:`nram_infer_mlp`).
+
+    ``layers``: the feed-forward controller's ``(weight [out, in], bias [out])``, hidden layers
+    (each followed by ReLU) then the read-out; ``first_logits`` ``[L]``: its output for the
+    first step's flags, which every example shares (all registers start at 0).
+    """
+    dtype = first_logits.dtype
+    lib = library(C_TYPES[dtype])
+    cells = cells.to(torch.long).contiguous()
+    batch_size, memory_size = cells.shape
+    layers = [(weight.detach().contiguous(), bias.detach().contiguous()) for weight, bias in layers]
+    first_logits = first_logits.detach().contiguous()
+    sizes = [layers[0][0].shape[1]] + [weight.shape[0] for weight, _ in layers]
+    weights = (ctypes.c_void_p * len(layers))(*[weight.data_ptr() for weight, _ in layers])
+    biases = (ctypes.c_void_p * len(layers))(*[bias.data_ptr() for _, bias in layers])
+    output = first_logits.new_zeros(memory_size, memory_size, batch_size)
+    gates, first_slot, widths = _layout_arrays(layout)
+    head = (memory_size, batch_size, layout.num_registers, layout.num_gates, layout.num_slots, gates, first_slot,
+            widths, steps, len(layers) - 1, (ctypes.c_long * len(sizes))(*sizes), weights, biases,
+            first_logits.data_ptr())
+
+    def run(first: int, end: int) -> None:
+        if lib.nram_infer_mlp(*head, first, end, cells.data_ptr(), output.data_ptr()) != 0:
+            raise MemoryError("nram_infer_mlp could not allocate its scratch memory")
+
+    _run_tiles(run, batch_size, -(-batch_size // lib.nram_tile()))
+    return output.permute(2, 0, 1)

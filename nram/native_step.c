@@ -477,50 +477,139 @@ void nram_choice_softmax_backward(long S, long K, long B, const int *width, long
 
 long nram_tile(void) { return TILE; }
 
+/* What one thread needs to run the inference step of a tile: the tile's logits [L, TILE]
+   (every slot's options, then the stop logit), its choice weights, slot inputs, sources and
+   new memory. */
+typedef struct {
+    REAL *logits, *weights, *mixed, *sources, *new_memory, *block;
+} TileScratch;
+
+static int tile_scratch(const Circuit *c, long L, long extra, TileScratch *t) {
+    long M = c->M;
+    t->block = malloc(sizeof(REAL) * TILE * (L + c->K * c->S + c->S * M + c->K * M + M * M + extra));
+    if (t->block == NULL) return -1;
+    t->logits = t->block;
+    t->weights = t->logits + L * TILE;
+    t->mixed = t->weights + c->K * c->S * TILE;
+    t->sources = t->mixed + c->S * M * TILE;
+    t->new_memory = t->sources + c->K * M * TILE;
+    return 0;
+}
+
+/* One step of the n examples of a tile from its logits in t->logits (stop logit in row
+   `stop`): the choice softmax, the gates, the new memory [M, M, TILE] and registers
+   [R, M, TILE] in place, and the stop distribution's share of the memory added to output,
+   whose rows (value-major [M, M, B], as nram.machine lays memories out) start at example b0.
+   c describes one tile: its row stride is TILE.
+   survival [TILE] is the probability of not having stopped yet; at the `last` step all of it
+   stops. */
+static void infer_tile_step(const Circuit *c, const int *width, int n, long B, long b0, long stop, int last,
+                            const TileScratch *t, REAL *memory, REAL *registers, REAL *survival, REAL *output) {
+    long M = c->M, R = c->R, S = c->S;
+    int writes = 0;
+    for (long i = 0; i < c->Q; ++i) writes |= c->gate[i] == WRITE;
+    softmax_tile(S, c->K, TILE, width, n, 0, t->logits, t->weights);
+    forward_tile(c, n, 0, memory, registers, t->weights, t->new_memory, t->mixed, t->sources);
+    if (writes)
+        for (long row = 0; row < M * M; ++row) lanes_copy(n, memory + row * TILE, t->new_memory + row * TILE);
+    for (long row = 0; row < R * M; ++row) lanes_copy(n, registers + row * TILE, t->mixed + ((S - R) * M + row) * TILE);
+    REAL share[TILE];
+    for (int b = 0; b < n; ++b) {
+        REAL f = last ? 1 : 1 / (1 + exp(-t->logits[stop * TILE + b]));
+        share[b] = survival[b] * f;
+        survival[b] *= 1 - f;
+    }
+    for (long row = 0; row < M * M; ++row) lanes_fma(n, output + row * B + b0, share, memory + row * TILE);
+}
+
 /* One soft timestep for inference on tiles [first, end) of a batch of B examples stored tile
    by tile, so that each tile's state is one block of memory: memory [tiles, M, M, TILE],
-   registers [tiles, R, M, TILE], survival [tiles * TILE]; output [M, M, B] as nram.machine
-   lays memories out. logits [B, L]
-   are the controller's, example after example (its stop logit in column `stop`). For each
-   tile, while it is in the cache: the choice softmax, the gates, the new memory and
-   registers, and the stop distribution's share of the output (`last`: the final step, which
-   takes all that survives). Example b's logits are logits[b * stride + j] + bias[j]: a stride
-   of 0 gives every example the same logits. flags [B, R] receive P(register = 0) for the next
-   controller call. Returns 0, or -1 if scratch memory could not be allocated. */
+   registers [tiles, R, M, TILE], survival [tiles * TILE]; output [M, M, B]. Example b's
+   logits are logits[b * stride + j] + bias[j], j <= stop (the stop logit): the controller's,
+   example after example; a stride of 0 gives every example the same logits. `last`: the
+   final step. flags [B, R] receive P(register = 0) for the next controller call. Returns 0,
+   or -1 if scratch memory could not be allocated. */
 int nram_infer_step(long M, long B, long R, long Q, long S, const int *gate, const int *first_slot,
                     const int *width, long stride, long stop, int last, long first, long end, const REAL *logits,
                     const REAL *bias, REAL *memory, REAL *registers, REAL *output, REAL *survival, REAL *flags) {
-    long K = R + Q, options = 0;
-    int writes = 0;
-    for (long s = 0; s < S; ++s) options += width[s];
-    for (long i = 0; i < Q; ++i) writes |= gate[i] == WRITE;
-    Circuit c = {M, R, Q, S, K, TILE, gate, first_slot};
-    REAL *scratch = malloc(sizeof(REAL) * TILE * (options + K * S + S * M + K * M + M * M));
-    if (scratch == NULL) return -1;
-    REAL *local_logits = scratch, *weights = local_logits + options * TILE, *mixed = weights + K * S * TILE;
-    REAL *sources = mixed + S * M * TILE, *new_memory = sources + K * M * TILE;
+    Circuit c = {M, R, Q, S, R + Q, TILE, gate, first_slot};  /* rows of one tile */
+    TileScratch t;
+    if (tile_scratch(&c, stop + 1, 0, &t) != 0) return -1;
     for (long tile = first; tile < end; ++tile) {
         long b0 = tile * TILE;
         int n = B - b0 < TILE ? (int)(B - b0) : TILE;
-        REAL *tile_memory = memory + tile * M * M * TILE, *tile_registers = registers + tile * R * M * TILE;
-        REAL *tile_survival = survival + b0;
+        REAL *tile_registers = registers + tile * R * M * TILE;
         for (int b = 0; b < n; ++b)
-            for (long j = 0; j < options; ++j) local_logits[j * TILE + b] = logits[(b0 + b) * stride + j] + bias[j];
-        softmax_tile(S, K, TILE, width, n, 0, local_logits, weights);
-        forward_tile(&c, n, 0, tile_memory, tile_registers, weights, new_memory, mixed, sources);
-        if (writes)
-            for (long row = 0; row < M * M; ++row) lanes_copy(n, tile_memory + row * TILE, new_memory + row * TILE);
-        for (long row = 0; row < R * M; ++row)
-            lanes_copy(n, tile_registers + row * TILE, mixed + ((S - R) * M + row) * TILE);
-        REAL share[TILE];
-        for (int b = 0; b < n; ++b) {
-            REAL f = last ? 1 : 1 / (1 + exp(-(logits[(b0 + b) * stride + stop] + bias[stop])));
-            share[b] = tile_survival[b] * f;
-            tile_survival[b] *= 1 - f;
+            for (long j = 0; j <= stop; ++j) t.logits[j * TILE + b] = logits[(b0 + b) * stride + j] + bias[j];
+        infer_tile_step(&c, width, n, B, b0, stop, last, &t, memory + tile * M * M * TILE, tile_registers,
+                        survival + b0, output);
+        for (int b = 0; b < n; ++b)
             for (long r = 0; r < R; ++r) flags[(b0 + b) * R + r] = tile_registers[r * M * TILE + b];
-        }
-        for (long row = 0; row < M * M; ++row) lanes_fma(n, output + row * B + b0, share, tile_memory + row * TILE);
     }
-    free(scratch);
+    free(t.block);
+    return 0;
+}
+
+/* out[j] = bias[j] + sum_k weight[j, k] in[k] for j < rows, k < columns, on all TILE lanes of
+   rows of TILE; with relu, max(0, .). The lanes stay in vector registers across k. */
+static void dense_tile(long rows, long columns, const REAL *weight, const REAL *bias, const REAL *in, REAL *out,
+                       int relu) {
+    for (long j = 0; j < rows; ++j) {
+        REAL sum[TILE];
+        for (int b = 0; b < TILE; ++b) sum[b] = bias[j];
+        for (long k = 0; k < columns; ++k) {
+            REAL w = weight[j * columns + k];
+            const REAL *x = in + k * TILE;
+            for (int b = 0; b < TILE; ++b) sum[b] += w * x[b];
+        }
+        for (int b = 0; b < TILE; ++b) out[j * TILE + b] = relu && sum[b] < 0 ? 0 : sum[b];
+    }
+}
+
+/* A whole inference rollout of T steps with a feed-forward controller, for tiles [first, end)
+   of the integer cells [B, M]: each tile runs every step while its memory [M, M, TILE] and
+   registers stay in the cache, and adds sum_t p_t memory_t to output [M, M, B]. The controller
+   has `layers` hidden layers (linear, then ReLU) and a linear read-out: sizes [layers + 2] =
+   (R, H_1 .. H_layers, L), weight[i] [sizes[i + 1], sizes[i]] and bias[i] [sizes[i + 1]]; the
+   stop logit is its last output. Every register starts at 0, so the first step's logits,
+   first_logits [L], are the same for every example. Returns 0, or -1 if scratch memory could
+   not be allocated. */
+int nram_infer_mlp(long M, long B, long R, long Q, long S, const int *gate, const int *first_slot,
+                   const int *width, long T, long layers, const long *sizes, const REAL *const *weight,
+                   const REAL *const *bias, const REAL *first_logits, long first, long end, const long *cells,
+                   REAL *output) {
+    Circuit c = {M, R, Q, S, R + Q, TILE, gate, first_slot};  /* rows of one tile */
+    long L = sizes[layers + 1], widest = 0;
+    for (long i = 0; i <= layers; ++i) widest = sizes[i] > widest ? sizes[i] : widest;
+    TileScratch t;
+    if (tile_scratch(&c, L, M * M + R * M + 2 * widest, &t) != 0) return -1;
+    REAL *memory = t.new_memory + M * M * TILE, *registers = memory + M * M * TILE;
+    REAL *hidden = registers + R * M * TILE, *next = hidden + widest * TILE, survival[TILE];
+    for (long tile = first; tile < end; ++tile) {
+        long b0 = tile * TILE;
+        int n = B - b0 < TILE ? (int)(B - b0) : TILE;
+        memset(memory, 0, sizeof(REAL) * M * M * TILE);
+        for (int b = 0; b < n; ++b)
+            for (long k = 0; k < M; ++k) memory[(k * M + cells[(b0 + b) * M + k]) * TILE + b] = 1;
+        memset(registers, 0, sizeof(REAL) * R * M * TILE);
+        for (long r = 0; r < R; ++r)
+            for (int b = 0; b < TILE; ++b) registers[r * M * TILE + b] = 1;
+        for (int b = 0; b < TILE; ++b) survival[b] = 1;
+        for (long step = 0; step < T; ++step) {
+            if (step == 0) {
+                for (long j = 0; j < L; ++j)
+                    for (int b = 0; b < TILE; ++b) t.logits[j * TILE + b] = first_logits[j];
+            } else {
+                for (long r = 0; r < R; ++r) lanes_copy(TILE, hidden + r * TILE, registers + r * M * TILE);
+                for (long i = 0; i <= layers; ++i) {
+                    REAL *out = i == layers ? t.logits : next;
+                    dense_tile(sizes[i + 1], sizes[i], weight[i], bias[i], hidden, out, i < layers);
+                    if (i < layers) { REAL *swap = hidden; hidden = next; next = swap; }
+                }
+            }
+            infer_tile_step(&c, width, n, B, b0, L - 1, step == T - 1, &t, memory, registers, survival, output);
+        }
+    }
+    free(t.block);
     return 0;
 }

@@ -1,8 +1,10 @@
-"""Inference in C, tile by tile (nram.native.TiledInference), against the rollout's definition.
+"""Inference in C, tile by tile, against the rollout's definition.
 
-``NRAM.output_memory`` in eval mode without gradients runs the controller in PyTorch and the
-rest of each step in C on a tile-major batch. The reference is ``forward(...).output_memory()``
-on the PyTorch step: every step's memory kept and weighted by the stop distribution.
+``NRAM.output_memory`` in eval mode without gradients runs each 64-example tile through the
+whole step while it is in the cache: for a plain MLP controller the whole rollout, controller
+included, is one C call (``nram.native.infer_mlp``); other controllers run in PyTorch between
+C steps (``nram.native.TiledInference``). The reference is ``forward(...).output_memory()`` on
+the PyTorch step: every step's memory kept and weighted by the stop distribution.
 """
 
 import pytest
@@ -13,10 +15,13 @@ from test_machine import GATE_SETS
 from nram import native
 from nram.model import NRAM, MachineConfig
 
+C_PATHS = ("TiledInference", "infer_mlp")
 
-def model_and_cells(gates, controller, size, batch, dtype, seed=0):
+
+def model_and_cells(gates, controller, size, batch, dtype, seed=0, **options):
     torch.manual_seed(seed)
-    options = {"gates": gates} if gates else {}  # None: all 14 gates
+    if gates:  # None: all 14 gates
+        options["gates"] = gates
     model = NRAM(MachineConfig(num_registers=3, controller=controller, **options)).to(dtype).eval()
     with torch.no_grad():  # sharper logits than at initialisation, so the steps differ more
         for parameter in model.parameters():
@@ -33,14 +38,18 @@ def reference_output(model, cells, steps, monkeypatch):
     return output
 
 
-def tiled_output(model, cells, steps, monkeypatch):
-    """output_memory, failing unless it ran on TiledInference."""
+def tiled_output(model, cells, steps, monkeypatch, path):
+    """output_memory, failing unless it ran on the C path ``path`` (one of C_PATHS)."""
     runs = []
-    monkeypatch.setattr(native, "TiledInference", lambda *a, cls=native.TiledInference: runs.append(1) or cls(*a))
+    monkeypatch.setattr(native, path, lambda *a, run=getattr(native, path): runs.append(1) or run(*a))
     with torch.no_grad():
         output = model.output_memory(cells, steps)
-    assert runs, "output_memory did not take the tiled C path"
+    assert runs, f"output_memory did not take nram.native.{path}"
     return output
+
+
+def c_path(controller):
+    return "infer_mlp" if controller == "mlp" else "TiledInference"
 
 
 @pytest.mark.parametrize("gates", GATE_SETS)
@@ -49,24 +58,36 @@ def tiled_output(model, cells, steps, monkeypatch):
 def test_tiled_inference_equals_the_rollout_in_float64(gates, controller, size, batch, monkeypatch):
     model, cells = model_and_cells(gates, controller, size, batch, torch.float64)
     expected = reference_output(model, cells, 4, monkeypatch)
-    torch.testing.assert_close(tiled_output(model, cells, 4, monkeypatch), expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(tiled_output(model, cells, 4, monkeypatch, c_path(controller)), expected,
+                               rtol=0, atol=1e-12)
 
 
-def test_tiled_inference_in_float32_and_one_step(monkeypatch):
-    model, cells = model_and_cells(None, "mlp", 9, 70, torch.float32)
+@pytest.mark.parametrize("layers,hidden", [(1, 20), (3, 37)])
+def test_mlp_rollout_in_c_with_other_depths_and_widths(layers, hidden, monkeypatch):
+    model, cells = model_and_cells(None, "mlp", 8, 100, torch.float64, hidden_size=hidden,
+                                   controller_options={"num_layers": layers})
+    expected = reference_output(model, cells, 5, monkeypatch)
+    torch.testing.assert_close(tiled_output(model, cells, 5, monkeypatch, "infer_mlp"), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("controller", ["mlp", "lstm"])
+def test_tiled_inference_in_float32_and_one_step(controller, monkeypatch):
+    model, cells = model_and_cells(None, controller, 9, 70, torch.float32)
     for steps in (1, 3):
         expected = reference_output(model, cells, steps, monkeypatch)
-        torch.testing.assert_close(tiled_output(model, cells, steps, monkeypatch), expected, rtol=0, atol=2e-6)
+        torch.testing.assert_close(tiled_output(model, cells, steps, monkeypatch, c_path(controller)), expected,
+                                   rtol=0, atol=2e-6)
 
 
-def test_a_batch_split_across_threads_equals_one_thread(monkeypatch):
-    model, cells = model_and_cells(None, "lstm", 6, 1500, torch.float64)  # 1500 >= PARALLEL_MIN_BATCH
+@pytest.mark.parametrize("controller", ["mlp", "lstm"])
+def test_a_batch_split_across_threads_equals_one_thread(controller, monkeypatch):
+    model, cells = model_and_cells(None, controller, 6, 1500, torch.float64)  # 1500 >= PARALLEL_MIN_BATCH
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        single = tiled_output(model, cells, 3, monkeypatch)
+        single = tiled_output(model, cells, 3, monkeypatch, c_path(controller))
         torch.set_num_threads(3)
-        split = tiled_output(model, cells, 3, monkeypatch)
+        split = tiled_output(model, cells, 3, monkeypatch, c_path(controller))
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(single, split)
@@ -83,7 +104,8 @@ def test_one_hot_tiles_places_every_cell():
 
 def test_the_tiled_path_is_not_taken_for_training_or_gradients(monkeypatch):
     model, cells = model_and_cells(None, "mlp", 5, 8, torch.float32)
-    monkeypatch.setattr(native, "TiledInference", None)  # calling it would fail
+    for path in C_PATHS:
+        monkeypatch.setattr(native, path, None)  # calling it would fail
     assert model.output_memory(cells, 2).requires_grad
     model.train()
     with torch.no_grad():
