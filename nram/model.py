@@ -142,9 +142,10 @@ class NRAM(nn.Module):
         """The floating-point type of the controller's parameters (and of the soft machine)."""
         return next(self.parameters()).dtype
 
-    def check_memory(self, memory0: Tensor, steps: int, integer: bool | None = None) -> None:
+    def check_memory(self, memory0: Tensor, steps: int, integer: bool | None = None, values: bool = True) -> None:
         """Raise ``ValueError`` unless memory0 is ``[B, M]`` integer cells in 0..M-1 (or, unless
-        ``integer``, ``[B, M, M]`` distributions), with M >= 2, and steps >= 1."""
+        ``integer``, ``[B, M, M]`` distributions), with M >= 2, and steps >= 1. ``values=False``
+        leaves the cells' range to the caller."""
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
         is_integer = not memory0.dtype.is_floating_point
@@ -159,7 +160,7 @@ class NRAM(nn.Module):
         memory_size = memory0.shape[1]
         if memory_size < 2:
             raise ValueError(f"memory size M must be >= 2, got {memory_size}")
-        if is_integer and memory0.numel():
+        if values and is_integer and memory0.numel():
             low, high = (int(v) for v in torch.aminmax(memory0))
             if low < 0 or high >= memory_size:
                 raise ValueError(f"memory cells must hold values in 0..{memory_size - 1} (M = {memory_size}), "
@@ -237,10 +238,10 @@ class NRAM(nn.Module):
         result is the same. Not in training mode, where batchwise dropout draws one pattern per
         call, and not on CUDA, which wants the whole batch at once.
         """
-        self.check_memory(memory0, steps)
         if (not self.training and not torch.is_grad_enabled() and not memory0.dtype.is_floating_point
-                and native.usable(self.readout()[0])):
+                and native.usable(next(self.parameters()))):
             return self._tiled_output(memory0, steps)
+        self.check_memory(memory0, steps)
         batch_size, memory_size = memory0.shape[:2]
         slice_size = max(1, CPU_SLICE_BYTES // (memory_size * memory_size * self.dtype.itemsize))
         if self.training or memory0.device.type != "cpu" or batch_size <= slice_size:
@@ -255,12 +256,20 @@ class NRAM(nn.Module):
         Every register starts at 0, so at the first step every example shows the controller the
         same flags: it runs once, for all of them.
         """
-        batch_size = memory0.shape[0]
         if type(self.controller) is MLPController:
+            # The C code checks the cells' range: torch's multithreaded check would leave its
+            # worker threads spinning on the cores the C code is about to use.
+            self.check_memory(memory0, steps, values=False)
             layers = [(layer.weight, layer.bias) for layer in self.controller.hidden_layers]
             first_flags = torch.ones(1, self.layout.num_registers, dtype=self.dtype)
-            return native.infer_mlp(memory0, steps, self.layout, layers + [self.controller.readout_weight()],
-                                    self.controller(first_flags)[0][0])
+            try:
+                return native.infer_mlp(memory0, steps, self.layout, layers + [self.controller.readout_weight()],
+                                        self.controller(first_flags)[0][0])
+            except native.CellOutOfRange:
+                self.check_memory(memory0, steps)  # raises, naming the values found
+                raise
+        self.check_memory(memory0, steps)
+        batch_size = memory0.shape[0]
         machine = native.TiledInference(memory0, self.layout, self.dtype)
         weight, bias = self.controller.readout_weight()
         bias = bias.contiguous() if bias is not None else weight.new_zeros(weight.shape[0])

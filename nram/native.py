@@ -289,6 +289,11 @@ def one_hot_tiles(cells: Tensor, tile: int, dtype: torch.dtype) -> Tensor:
     return tiles
 
 
+class CellOutOfRange(ValueError):
+    """:func:`infer_mlp` found a cell outside 0..M-1 (which torch's own check would have to find
+    first, with threads that then keep spinning on the cores the C code needs)."""
+
+
 def _run_tiles(run, batch_size: int, num_tiles: int) -> None:
     """``run(first, end)`` over tiles ``[0, num_tiles)``, split across threads for large batches."""
     workers = min(torch.get_num_threads(), batch_size // (PARALLEL_MIN_BATCH // 2))
@@ -317,14 +322,18 @@ def infer_mlp(cells: Tensor, steps: int, layout: CircuitLayout, layers: list[tup
     sizes = [layers[0][0].shape[1]] + [weight.shape[0] for weight, _ in layers]
     weights = (ctypes.c_void_p * len(layers))(*[weight.data_ptr() for weight, _ in layers])
     biases = (ctypes.c_void_p * len(layers))(*[bias.data_ptr() for _, bias in layers])
-    output = first_logits.new_zeros(memory_size, memory_size, batch_size)
+    output = first_logits.new_empty(memory_size, memory_size, batch_size)  # C zeroes it: torch's fill would
+    # leave its worker threads spinning on the cores the C threads need
     gates, first_slot, widths = _layout_arrays(layout)
     head = (memory_size, batch_size, layout.num_registers, layout.num_gates, layout.num_slots, gates, first_slot,
             widths, steps, len(layers) - 1, (ctypes.c_long * len(sizes))(*sizes), weights, biases,
             first_logits.data_ptr())
 
     def run(first: int, end: int) -> None:
-        if lib.nram_infer_mlp(*head, first, end, cells.data_ptr(), output.data_ptr()) != 0:
+        status = lib.nram_infer_mlp(*head, first, end, cells.data_ptr(), output.data_ptr())
+        if status == -2:
+            raise CellOutOfRange(f"a memory cell holds a value outside 0..{memory_size - 1}")
+        if status != 0:
             raise MemoryError("nram_infer_mlp could not allocate its scratch memory")
 
     _run_tiles(run, batch_size, -(-batch_size // lib.nram_tile()))

@@ -481,14 +481,24 @@ long nram_tile(void) { return TILE; }
    (every slot's options, then the stop logit), its choice weights, slot inputs, sources and
    new memory. */
 typedef struct {
-    REAL *logits, *weights, *mixed, *sources, *new_memory, *block;
+    REAL *logits, *weights, *mixed, *sources, *new_memory;
 } TileScratch;
 
+/* Carve TileScratch and `extra` more rows of TILE out of this thread's scratch block, which is
+   kept between calls: a fresh block per call would cost page faults, which threads of one
+   process take in turn. Returns 0, or -1 if the block could not be grown. */
 static int tile_scratch(const Circuit *c, long L, long extra, TileScratch *t) {
+    static _Thread_local REAL *block = NULL;
+    static _Thread_local size_t capacity = 0;
     long M = c->M;
-    t->block = malloc(sizeof(REAL) * TILE * (L + c->K * c->S + c->S * M + c->K * M + M * M + extra));
-    if (t->block == NULL) return -1;
-    t->logits = t->block;
+    size_t needed = (size_t)TILE * (L + c->K * c->S + c->S * M + c->K * M + M * M + extra);
+    if (needed > capacity) {
+        free(block);
+        block = malloc(sizeof(REAL) * needed);
+        capacity = block == NULL ? 0 : needed;
+        if (block == NULL) return -1;
+    }
+    t->logits = block;
     t->weights = t->logits + L * TILE;
     t->mixed = t->weights + c->K * c->S * TILE;
     t->sources = t->mixed + c->S * M * TILE;
@@ -546,7 +556,6 @@ int nram_infer_step(long M, long B, long R, long Q, long S, const int *gate, con
         for (int b = 0; b < n; ++b)
             for (long r = 0; r < R; ++r) flags[(b0 + b) * R + r] = tile_registers[r * M * TILE + b];
     }
-    free(t.block);
     return 0;
 }
 
@@ -568,12 +577,12 @@ static void dense_tile(long rows, long columns, const REAL *weight, const REAL *
 
 /* A whole inference rollout of T steps with a feed-forward controller, for tiles [first, end)
    of the integer cells [B, M]: each tile runs every step while its memory [M, M, TILE] and
-   registers stay in the cache, and adds sum_t p_t memory_t to output [M, M, B]. The controller
+   registers stay in the cache, and writes sum_t p_t memory_t to its examples of output [M, M, B]. The controller
    has `layers` hidden layers (linear, then ReLU) and a linear read-out: sizes [layers + 2] =
    (R, H_1 .. H_layers, L), weight[i] [sizes[i + 1], sizes[i]] and bias[i] [sizes[i + 1]]; the
    stop logit is its last output. Every register starts at 0, so the first step's logits,
-   first_logits [L], are the same for every example. Returns 0, or -1 if scratch memory could
-   not be allocated. */
+   first_logits [L], are the same for every example. Returns 0, -1 if scratch memory could not
+   be allocated, or -2 if a cell holds a value outside 0..M-1. */
 int nram_infer_mlp(long M, long B, long R, long Q, long S, const int *gate, const int *first_slot,
                    const int *width, long T, long layers, const long *sizes, const REAL *const *weight,
                    const REAL *const *bias, const REAL *first_logits, long first, long end, const long *cells,
@@ -590,11 +599,16 @@ int nram_infer_mlp(long M, long B, long R, long Q, long S, const int *gate, cons
         int n = B - b0 < TILE ? (int)(B - b0) : TILE;
         memset(memory, 0, sizeof(REAL) * M * M * TILE);
         for (int b = 0; b < n; ++b)
-            for (long k = 0; k < M; ++k) memory[(k * M + cells[(b0 + b) * M + k]) * TILE + b] = 1;
+            for (long k = 0; k < M; ++k) {
+                long value = cells[(b0 + b) * M + k];
+                if (value < 0 || value >= M) return -2;
+                memory[(k * M + value) * TILE + b] = 1;
+            }
         memset(registers, 0, sizeof(REAL) * R * M * TILE);
         for (long r = 0; r < R; ++r)
             for (int b = 0; b < TILE; ++b) registers[r * M * TILE + b] = 1;
         for (int b = 0; b < TILE; ++b) survival[b] = 1;
+        for (long row = 0; row < M * M; ++row) lanes_zero(n, output + row * B + b0);
         for (long step = 0; step < T; ++step) {
             if (step == 0) {
                 for (long j = 0; j < L; ++j)
@@ -610,6 +624,5 @@ int nram_infer_mlp(long M, long B, long R, long Q, long S, const int *gate, cons
             infer_tile_step(&c, width, n, B, b0, L - 1, step == T - 1, &t, memory, registers, survival, output);
         }
     }
-    free(t.block);
     return 0;
 }

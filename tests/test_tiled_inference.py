@@ -110,3 +110,13 @@ def test_the_tiled_path_is_not_taken_for_training_or_gradients(monkeypatch):
     model.train()
     with torch.no_grad():
         model.output_memory(cells, 2)
+
+
+@pytest.mark.parametrize("controller", ["mlp", "lstm"])
+@pytest.mark.parametrize("bad", [-1, 7])
+def test_a_cell_out_of_range_is_refused_with_its_value(controller, bad):
+    model, cells = model_and_cells(None, controller, 7, 1500, torch.float32)
+    cells[1499, 3] = bad  # in the last tile, which a second thread runs
+    with torch.no_grad(), pytest.raises(ValueError, match=f"values in 0..6 .* got values from {min(bad, 0)} to "
+                                                          f"{max(bad, 6)}"):
+        model.output_memory(cells, 2)
