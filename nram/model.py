@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nram import native
+from nram import native, native_inference
 from nram.circuit import CircuitLayout, readout_with_blank, spread_logits
 from nram.controller import MLPController, make_controller
 from nram.gates import GATE_NAMES
@@ -249,9 +249,9 @@ class NRAM(nn.Module):
         return torch.cat([self._streamed_output(part, steps) for part in memory0.split(slice_size)])
 
     def _tiled_output(self, memory0: Tensor, steps: int) -> Tensor:
-        """:meth:`output_memory` in C, tile by tile: the whole rollout in one call for a plain
-        MLP controller (:func:`nram.native.infer_mlp`); for other controllers, the controller in
-        PyTorch and the rest of each step in C (:class:`nram.native.TiledInference`).
+        """:meth:`output_memory` in C, tile by tile (:mod:`nram.native_inference`): the whole
+        rollout in one call for a plain MLP controller; for other controllers, the controller in
+        PyTorch and the rest of each step in C.
 
         Every register starts at 0, so at the first step every example shows the controller the
         same flags: it runs once, for all of them.
@@ -263,14 +263,15 @@ class NRAM(nn.Module):
             layers = [(layer.weight, layer.bias) for layer in self.controller.hidden_layers]
             first_flags = torch.ones(1, self.layout.num_registers, dtype=self.dtype)
             try:
-                return native.infer_mlp(memory0, steps, self.layout, layers + [self.controller.readout_weight()],
-                                        self.controller(first_flags)[0][0])
-            except native.CellOutOfRange:
+                return native_inference.infer_mlp(memory0, steps, self.layout,
+                                                  layers + [self.controller.readout_weight()],
+                                                  self.controller(first_flags)[0][0])
+            except native_inference.CellOutOfRange:
                 self.check_memory(memory0, steps)  # raises, naming the values found
                 raise
         self.check_memory(memory0, steps)
         batch_size = memory0.shape[0]
-        machine = native.TiledInference(memory0, self.layout, self.dtype)
+        machine = native_inference.TiledInference(memory0, self.layout, self.dtype)
         weight, bias = self.controller.readout_weight()
         bias = bias.contiguous() if bias is not None else weight.new_zeros(weight.shape[0])
         flags = torch.ones(1, self.layout.num_registers, dtype=self.dtype)

@@ -2,8 +2,8 @@
 
 ``NRAM.output_memory`` in eval mode without gradients runs each 64-example tile through the
 whole step while it is in the cache: for a plain MLP controller the whole rollout, controller
-included, is one C call (``nram.native.infer_mlp``); other controllers run in PyTorch between
-C steps (``nram.native.TiledInference``). The reference is ``forward(...).output_memory()`` on
+included, is one C call (``nram.native_inference.infer_mlp``); other controllers run in PyTorch between
+C steps (``nram.native_inference.TiledInference``). The reference is ``forward(...).output_memory()`` on
 the PyTorch step: every step's memory kept and weighted by the stop distribution.
 """
 
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from test_machine import GATE_SETS
 
-from nram import native
+from nram import native_inference
 from nram.model import NRAM, MachineConfig
 
 C_PATHS = ("TiledInference", "infer_mlp")
@@ -41,10 +41,10 @@ def reference_output(model, cells, steps, monkeypatch):
 def tiled_output(model, cells, steps, monkeypatch, path):
     """output_memory, failing unless it ran on the C path ``path`` (one of C_PATHS)."""
     runs = []
-    monkeypatch.setattr(native, path, lambda *a, run=getattr(native, path): runs.append(1) or run(*a))
+    monkeypatch.setattr(native_inference, path, lambda *a, run=getattr(native_inference, path): runs.append(1) or run(*a))
     with torch.no_grad():
         output = model.output_memory(cells, steps)
-    assert runs, f"output_memory did not take nram.native.{path}"
+    assert runs, f"output_memory did not take nram.native_inference.{path}"
     return output
 
 
@@ -95,7 +95,7 @@ def test_a_batch_split_across_threads_equals_one_thread(controller, monkeypatch)
 
 def test_one_hot_tiles_places_every_cell():
     cells = torch.randint(0, 5, (70, 5), generator=torch.Generator().manual_seed(0))
-    tiles = native.one_hot_tiles(cells, 64, torch.float32)
+    tiles = native_inference.one_hot_tiles(cells, 64, torch.float32)
     assert tiles.shape == (2, 5, 5, 64)
     by_example = tiles.permute(0, 3, 1, 2).reshape(128, 5, 5)
     assert torch.equal(by_example[:70], F.one_hot(cells, 5).float())
@@ -105,7 +105,7 @@ def test_one_hot_tiles_places_every_cell():
 def test_the_tiled_path_is_not_taken_for_training_or_gradients(monkeypatch):
     model, cells = model_and_cells(None, "mlp", 5, 8, torch.float32)
     for path in C_PATHS:
-        monkeypatch.setattr(native, path, None)  # calling it would fail
+        monkeypatch.setattr(native_inference, path, None)  # calling it would fail
     assert model.output_memory(cells, 2).requires_grad
     model.train()
     with torch.no_grad():
