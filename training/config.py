@@ -93,6 +93,12 @@ class TrainConfig:
     """Likelihoods are clamped to at least this before the logarithm."""
     nan_patience: int = 20
     """Consecutive steps with a NaN or infinite loss or gradient after which training aborts."""
+    restart_every: int = 0
+    """Restarts (the paper's many restarts, within one run): every this many steps after a
+    (re)start, a run whose per-cell error at the lengths it trains on is above
+    ``restart_above`` starts again from fresh weights and optimizer state; 0 never restarts."""
+    restart_above: float = 0.0
+    """See restart_every."""
 
     log_every: int = 50
     """Steps between scalar logs (loss, error, grad norm, lr, curriculum level)."""
@@ -135,6 +141,8 @@ class TrainConfig:
              "timesteps and timesteps_per_length must be >= 0 and give at least one step"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.nan_patience >= 1, f"nan_patience must be >= 1, got {self.nan_patience}"),
+            (self.restart_every >= 0, f"restart_every must be >= 0, got {self.restart_every}"),
+            (0 <= self.restart_above <= 1, f"restart_above must be in [0, 1], got {self.restart_above}"),
             (min(self.log_every, self.eval_every, self.checkpoint_every, self.eval_examples) >= 1,
              "log_every, eval_every, checkpoint_every and eval_examples must be >= 1"),
         ]

@@ -32,6 +32,8 @@ from training.summaries import log_hparams, log_memory_heatmaps
 CHECKPOINT_NAME = "checkpoint.pt"
 RANK_SEED_OFFSET = 1_000_003
 """Worker r samples its batches from seed + r * RANK_SEED_OFFSET, so workers see different data."""
+RESTART_SEED_OFFSET = 7_919
+"""Restart k of a run starts from the weights torch draws after manual_seed(seed + k * RESTART_SEED_OFFSET)."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,6 +47,13 @@ def gate_probes(config: TrainConfig, device: torch.device, count: int = 256) -> 
     flags = torch.randint(0, 2, (count // 2, config.num_registers), generator=generator).float()
     soft = torch.rand(count - count // 2, config.num_registers, generator=generator)
     return torch.cat([flags, soft]).to(device)
+
+
+def new_curriculum(config: TrainConfig) -> FixedCurriculum | ZarembaCurriculum:
+    """The config's curriculum at its first level."""
+    if config.curriculum == "zaremba":
+        return ZarembaCurriculum(config.min_length, config.max_length, threshold=config.promote_below)
+    return FixedCurriculum(config.min_length, config.max_length)
 
 
 def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -87,10 +96,7 @@ class Trainer:
         self.optimizer = build_optimizer(config, self.model)
         data_parallel = self.workers.world_size > 1 and config.optimizer in ("adam", "sgd")
         self.forward_model = DistributedDataParallel(self.model) if data_parallel else self.model
-        if config.curriculum == "zaremba":
-            self.curriculum = ZarembaCurriculum(config.min_length, config.max_length, threshold=config.promote_below)
-        else:
-            self.curriculum = FixedCurriculum(config.min_length, config.max_length)
+        self.curriculum = new_curriculum(config)
         self.data_generator = torch.Generator().manual_seed(config.seed + RANK_SEED_OFFSET * self.workers.rank)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         self.dropout_generator = torch.Generator(device=self.device).manual_seed(config.seed + 2)
@@ -98,7 +104,8 @@ class Trainer:
             if config.controller == "gated" else None
         self.step = 0
         self.counters: dict[str, float] = {"entropy_weight": config.entropy_bonus, "nan_streak": 0,
-                                           "skipped_steps": 0, "level_wrong": 0, "level_scored": 0}
+                                           "skipped_steps": 0, "level_wrong": 0, "level_scored": 0,
+                                           "restarts": 0, "started_at": 0}
         if resume:
             self.restore(load_checkpoint(self.checkpoint_path, map_location=self.device))
 
@@ -232,6 +239,10 @@ class Trainer:
         """The curriculum's current level (the longest length for a fixed curriculum)."""
         return getattr(self.curriculum, "level", self.config.max_length)
 
+    def gradient_noise_std(self) -> float:
+        """sqrt(eta / (1 + t)^0.55), t counted from the run's (re)start (Neelakantan et al. 2015)."""
+        return math.sqrt(self.config.gradient_noise / (1 + self.step - self.counters["started_at"]) ** 0.55)
+
     def _clip_and_perturb(self) -> float:
         """Clip elementwise, then by norm; add annealed Gaussian noise. Returns the norm before clipping."""
         config = self.config
@@ -240,11 +251,35 @@ class Trainer:
             torch.nn.utils.clip_grad_value_(params, config.clip_value)
         norm = torch.nn.utils.clip_grad_norm_(params, config.clip_norm if config.clip_norm > 0 else math.inf)
         if config.gradient_noise > 0:
-            std = math.sqrt(config.gradient_noise / (1 + self.step) ** 0.55)
+            std = self.gradient_noise_std()
             for p in params:
                 p.grad.add_(torch.randn(p.shape, generator=self.noise_generator, device=p.device, dtype=p.dtype),
                             alpha=std)
         return norm.item()
+
+    def restart_if_stuck(self) -> bool:
+        """The paper's restarts within one run (``restart_every``, ``restart_above``): if the
+        per-cell error at the lengths being trained on is above ``restart_above``, start again
+        from fresh weights (seeded by the run's seed and the restart's number), a fresh optimizer
+        and curriculum, and the noise and entropy schedules from their beginning. Returns
+        whether it restarted."""
+        config = self.config
+        lengths = list(range(config.min_length, self.curriculum_level + 1))
+        error = sum(record["cell_error"] for record in self.evaluate(lengths)) / len(lengths)
+        if error <= config.restart_above:
+            return False
+        self.counters["restarts"] += 1
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed + RESTART_SEED_OFFSET * int(self.counters["restarts"]))
+            fresh = NRAM(config.machine_config())
+        self.model.load_state_dict(fresh.state_dict())
+        self.optimizer = build_optimizer(config, self.model)
+        self.curriculum = new_curriculum(config)
+        if self.gate_monitor:
+            self.gate_monitor = GateAdaptation(self.model, gate_probes(config, self.device))
+        self.counters.update(entropy_weight=config.entropy_bonus, started_at=self.step, level_wrong=0,
+                             level_scored=0)
+        return True
 
     def _update_curriculum(self) -> None:
         wrong, scored = sum_across_workers([self.counters["level_wrong"], self.counters["level_scored"]],
@@ -282,6 +317,9 @@ class Trainer:
                         self._log_scalars(writer, stats)
                     bar.set_postfix(loss=f"{stats['loss']:.3f}", err=f"{stats['cell_error']:.3f}",
                                     level=self.curriculum_level)
+                if config.restart_every and (self.step - self.counters["started_at"]) % config.restart_every == 0 \
+                        and self.step < config.steps:
+                    self.restart_if_stuck()
                 if writer and self.step % config.eval_every == 0:
                     self._log_evaluation(writer)
                 if self.step % config.checkpoint_every == 0:
@@ -306,6 +344,7 @@ class Trainer:
         writer.add_scalar("train/cell_error", stats["cell_error"], self.step)
         writer.add_scalar("train/grad_norm", stats["grad_norm"], self.step)
         writer.add_scalar("train/skipped_steps", self.counters["skipped_steps"], self.step)
+        writer.add_scalar("train/restarts", self.counters["restarts"], self.step)
         writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
         writer.add_scalar("curriculum/level", self.curriculum_level, self.step)
         log_order_parameters(writer, self.model.controller, self.step)

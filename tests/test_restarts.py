@@ -1,0 +1,55 @@
+"""Restarts within a run (restart_every, restart_above): when and to what a run starts again."""
+
+import torch
+
+from nram.model import NRAM
+from training.config import TrainConfig
+from training.trainer import RESTART_SEED_OFFSET, Trainer
+
+SMALL = dict(task="access", min_length=2, max_length=4, timesteps=3, timesteps_per_length=0.0, num_registers=2,
+             hidden_size=16, batch_size=8, log_every=2, eval_every=100, eval_examples=16, checkpoint_every=100,
+             entropy_bonus=0.1, entropy_decay=0.9, curriculum="zaremba")
+
+
+def trained(tmp_path, steps=4, **settings):
+    trainer = Trainer(TrainConfig(**{**SMALL, **settings}, steps=steps), tmp_path, progress=False)
+    for _ in range(steps):
+        trainer.train_step()
+    return trainer
+
+
+def test_a_stuck_run_starts_again_from_fresh_weights_optimizer_and_schedules(tmp_path):
+    trainer = trained(tmp_path, restart_every=4, restart_above=0.0)
+    trainer.curriculum.level = 3
+    assert trainer.restart_if_stuck()
+    torch.manual_seed(trainer.config.seed + RESTART_SEED_OFFSET)  # restart number 1
+    fresh = NRAM(trainer.config.machine_config()).state_dict()
+    assert all(torch.equal(value, trainer.model.state_dict()[name]) for name, value in fresh.items())
+    assert trainer.optimizer.state_dict()["state"] == {}
+    assert trainer.curriculum_level == SMALL["min_length"]
+    assert trainer.counters["restarts"] == 1 and trainer.counters["started_at"] == 4
+    assert trainer.counters["entropy_weight"] == SMALL["entropy_bonus"]
+    assert trainer.gradient_noise_std() == trainer.config.gradient_noise ** 0.5  # t = 0 again
+    assert trainer.restart_if_stuck() and trainer.counters["restarts"] == 2  # a new seed each time
+    assert not torch.equal(trainer.model.state_dict()["controller.readout.weight"], fresh["controller.readout.weight"])
+
+
+def test_a_run_at_or_below_the_threshold_carries_on(tmp_path):
+    trainer = trained(tmp_path, restart_every=4, restart_above=1.0)
+    before = {name: value.clone() for name, value in trainer.model.state_dict().items()}
+    assert not trainer.restart_if_stuck()
+    assert all(torch.equal(value, trainer.model.state_dict()[name]) for name, value in before.items())
+    assert trainer.counters["restarts"] == 0
+
+
+def test_the_loop_restarts_every_restart_every_steps_and_resumes_bit_for_bit(tmp_path):
+    settings = dict(SMALL, restart_every=3, restart_above=0.0, gradient_noise=0.05)
+    straight = Trainer(TrainConfig(**settings, steps=10), tmp_path / "straight", progress=False)
+    straight.train()
+    assert straight.counters["restarts"] == 3  # at steps 3, 6 and 9
+    Trainer(TrainConfig(**settings, steps=5), tmp_path / "split", progress=False).train()
+    resumed = Trainer(TrainConfig(**settings, steps=10), tmp_path / "split", resume=True, progress=False)
+    resumed.train()
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    assert resumed.counters["restarts"] == 3
