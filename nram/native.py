@@ -13,8 +13,8 @@ training keeps the PyTorch step, with which the shipped results were measured.
 ``NRAM_NATIVE=train`` uses the C step for training too (1.6-2.3x faster); ``NRAM_NATIVE=0``
 turns the C code off. Each C step agrees with the PyTorch one to float rounding (about 1e-7 in
 float32, 1e-15 in float64). Training is chaotic, so a run with either step takes its own path,
-but they succeed about as often: on Swap and Reverse, 36 seeds each, the PyTorch step solved
-18 and the C step 14 (docs/speed.md).
+but they succeed about as often: on Swap and Reverse, 40 seeds each, the PyTorch step solved
+19 and the C step 15 (docs/seeds.md).
 
 Shapes are value-major, as in :mod:`nram.machine`: memory ``[M, M, B]``, registers ``[R, M, B]``,
 weights ``[K, S, B]`` (K = R + Q sources, S choice slots). Inference, which keeps the batch
