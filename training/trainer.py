@@ -225,7 +225,7 @@ class Trainer:
                     f"checkpoint is {self.checkpoint_path}")
         self.counters["entropy_weight"] *= config.entropy_decay
         self.step += 1
-        return {"loss": loss, "cell_error": wrong / scored, "grad_norm": grad_norm,
+        return {"loss": loss, "cell_error": wrong / max(scored, 1), "grad_norm": grad_norm,
                 "skipped": 0.0 if finite else 1.0}
 
     def _gradient_sync(self, last: bool) -> contextlib.AbstractContextManager:
