@@ -485,8 +485,8 @@ typedef struct {
 } TileScratch;
 
 /* Carve TileScratch and `extra` more rows of TILE out of this thread's scratch block, which is
-   kept between calls: a fresh block per call would cost page faults, which threads of one
-   process take in turn. Returns 0, or -1 if the block could not be grown. */
+   kept between calls, so that a call does not pay for fresh pages. Returns 0, or -1 if the
+   block could not be grown. */
 static int tile_scratch(const Circuit *c, long L, long extra, TileScratch *t) {
     static _Thread_local REAL *block = NULL;
     static _Thread_local size_t capacity = 0;
@@ -506,13 +506,12 @@ static int tile_scratch(const Circuit *c, long L, long extra, TileScratch *t) {
     return 0;
 }
 
-/* One step of the n examples of a tile from its logits in t->logits (stop logit in row
-   `stop`): the choice softmax, the gates, the new memory [M, M, TILE] and registers
-   [R, M, TILE] in place, and the stop distribution's share of the memory added to output,
-   whose rows (value-major [M, M, B], as nram.machine lays memories out) start at example b0.
-   c describes one tile: its row stride is TILE.
-   survival [TILE] is the probability of not having stopped yet; at the `last` step all of it
-   stops. */
+/* One step of the n examples of a tile (c describes one tile: its row stride is TILE) from
+   its logits in t->logits, the stop logit in row `stop`: the choice softmax, the gates, the
+   new memory [M, M, TILE] and registers [R, M, TILE] in place, and the stop distribution's
+   share of the memory added to output, whose rows (value-major [M, M, B], as nram.machine
+   lays memories out) start at example b0. survival [TILE] is the probability of not having
+   stopped yet; at the `last` step all of it stops. */
 static void infer_tile_step(const Circuit *c, const int *width, int n, long B, long b0, long stop, int last,
                             const TileScratch *t, REAL *memory, REAL *registers, REAL *survival, REAL *output) {
     long M = c->M, R = c->R, S = c->S;
