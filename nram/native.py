@@ -154,16 +154,22 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nram-native")
 
 
-def _run(function, head: tuple, batch_size: int, tensors: list[Tensor | None]) -> None:
-    """Call ``function(*head, begin, end, *pointers)`` over the whole batch, split into contiguous
-    ranges across threads when it is large."""
-    pointers = [None if t is None else t.data_ptr() for t in tensors]
+def run_split(run, batch_size: int, units: int) -> None:
+    """``run(first, end)`` over ``[0, units)`` (examples or tiles of a batch of ``batch_size``),
+    split into contiguous ranges across ``torch.get_num_threads()`` threads when the batch is
+    large (ctypes releases the GIL)."""
     workers = min(torch.get_num_threads(), batch_size // (PARALLEL_MIN_BATCH // 2))
     if batch_size < PARALLEL_MIN_BATCH or workers < 2:
-        function(*head, 0, batch_size, *pointers)
+        run(0, units)
         return
-    bounds = [batch_size * k // workers for k in range(workers + 1)]
-    list(_pool(workers).map(lambda k: function(*head, bounds[k], bounds[k + 1], *pointers), range(workers)))
+    bounds = [units * k // workers for k in range(workers + 1)]
+    list(_pool(workers).map(lambda k: run(bounds[k], bounds[k + 1]), range(workers)))
+
+
+def _run(function, head: tuple, batch_size: int, tensors: list[Tensor | None]) -> None:
+    """Call ``function(*head, begin, end, *pointers)`` over the whole batch (see :func:`run_split`)."""
+    pointers = [None if t is None else t.data_ptr() for t in tensors]
+    run_split(lambda begin, end: function(*head, begin, end, *pointers), batch_size, batch_size)
 
 
 def _check_contiguous(*tensors: Tensor) -> None:

@@ -21,18 +21,7 @@ import torch
 from torch import Tensor
 
 from nram.circuit import CircuitLayout
-from nram.native import C_TYPES, PARALLEL_MIN_BATCH, _check_contiguous, _layout_arrays, _pool, library
-
-
-def _run_tiles(run, batch_size: int, num_tiles: int) -> None:
-    """``run(first, end)`` over tiles ``[0, num_tiles)``, split across threads for large batches."""
-    workers = min(torch.get_num_threads(), batch_size // (PARALLEL_MIN_BATCH // 2))
-    if batch_size < PARALLEL_MIN_BATCH or workers < 2:
-        run(0, num_tiles)
-        return
-    bounds = [num_tiles * k // workers for k in range(workers + 1)]
-    list(_pool(workers).map(lambda k: run(bounds[k], bounds[k + 1]), range(workers)))
-
+from nram.native import C_TYPES, _check_contiguous, _layout_arrays, library, run_split
 
 
 class TiledInference:
@@ -76,7 +65,7 @@ class TiledInference:
             if self.lib.nram_infer_step(*head, first, end, *pointers) != 0:
                 raise MemoryError("nram_infer_step could not allocate its scratch memory")
 
-        _run_tiles(run, self.batch_size, self.num_tiles)
+        run_split(run, self.batch_size, self.num_tiles)
         return flags
 
     def output(self) -> Tensor:
@@ -133,5 +122,5 @@ def infer_mlp(cells: Tensor, steps: int, layout: CircuitLayout, layers: list[tup
         if status != 0:
             raise MemoryError("nram_infer_mlp could not allocate its scratch memory")
 
-    _run_tiles(run, batch_size, -(-batch_size // lib.nram_tile()))
+    run_split(run, batch_size, -(-batch_size // lib.nram_tile()))
     return output.permute(2, 0, 1)
