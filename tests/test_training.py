@@ -121,7 +121,8 @@ def test_corrupt_truncated_and_foreign_checkpoints_give_clear_errors(tmp_path, c
     out = tmp_path / "run"
     Trainer(TrainConfig(**SMALL, steps=2), out, progress=False).train()
     good = (out / "checkpoint.pt").read_bytes()
-    cases = {"garbage.pt": b"not a checkpoint at all", "truncated.pt": good[: len(good) // 2]}
+    cases = {"garbage.pt": b"not a checkpoint at all", "truncated.pt": good[: len(good) // 2],
+             "text.pt": b"junk\n"}  # read as a pickle, 'j' looks up a memo entry that is not there
     for name, content in cases.items():
         (tmp_path / name).write_bytes(content)
         assert main(["eval", "--checkpoint", str(tmp_path / name), "--lengths", "2"]) == 2
