@@ -45,7 +45,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # arbitrary bytes fail the unpickler in arbitrary ways (KeyError, IndexError, ...)
         raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): "
-                              f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+                              f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an nram checkpoint")
     if payload.get("version") != VERSION:
