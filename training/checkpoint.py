@@ -36,6 +36,11 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
+def first_sentence(text: str) -> str:
+    """The first sentence of an error message (torch's go on with advice that does not apply here)."""
+    return (text.splitlines() or [""])[0].split(". ")[0]
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read and sanity-check a checkpoint; raise :class:`CheckpointError` with the reason if it is bad."""
     path = Path(path)
@@ -45,7 +50,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # arbitrary bytes fail the unpickler in arbitrary ways (KeyError, IndexError, ...)
         raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): "
-                              f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}") from None
+                              f"{type(error).__name__}: {first_sentence(str(error))}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an nram checkpoint")
     if payload.get("version") != VERSION:
