@@ -1,5 +1,7 @@
-"""Restarts within a run (restart_every, restart_above): when and to what a run starts again."""
+"""Restarts within a run (restart_every, restart_above, stop_when_solved): when and to what a run
+starts again, and when it stops."""
 
+import pytest
 import torch
 
 from nram.model import NRAM
@@ -11,8 +13,9 @@ SMALL = dict(task="access", min_length=2, max_length=4, timesteps=3, timesteps_p
              entropy_bonus=0.1, entropy_decay=0.9, curriculum="zaremba")
 
 
-def trained(tmp_path, steps=4, **settings):
-    trainer = Trainer(TrainConfig(**{**SMALL, **settings}, steps=steps), tmp_path, progress=False)
+def trained(tmp_path, steps=4, budget=100, **settings):
+    """A trainer of ``budget`` steps after ``steps`` training steps."""
+    trainer = Trainer(TrainConfig(**{**SMALL, **settings}, steps=budget), tmp_path, progress=False)
     for _ in range(steps):
         trainer.train_step()
     return trainer
@@ -21,7 +24,8 @@ def trained(tmp_path, steps=4, **settings):
 def test_a_stuck_run_starts_again_from_fresh_weights_optimizer_and_schedules(tmp_path):
     trainer = trained(tmp_path, restart_every=4, restart_above=0.0)
     trainer.curriculum.level = 3
-    assert trainer.restart_if_stuck()
+    trainer.check_attempt()
+    assert trainer.counters["solved"] == 0
     torch.manual_seed(trainer.config.seed + RESTART_SEED_OFFSET)  # restart number 1
     fresh = NRAM(trainer.config.machine_config()).state_dict()
     assert all(torch.equal(value, trainer.model.state_dict()[name]) for name, value in fresh.items())
@@ -30,16 +34,55 @@ def test_a_stuck_run_starts_again_from_fresh_weights_optimizer_and_schedules(tmp
     assert trainer.counters["restarts"] == 1 and trainer.counters["started_at"] == 4
     assert trainer.counters["entropy_weight"] == SMALL["entropy_bonus"]
     assert trainer.gradient_noise_std() == trainer.config.gradient_noise ** 0.5  # t = 0 again
-    assert trainer.restart_if_stuck() and trainer.counters["restarts"] == 2  # a new seed each time
+    trainer.check_attempt()
+    assert trainer.counters["restarts"] == 2  # a new seed each time
     assert not torch.equal(trainer.model.state_dict()["controller.readout.weight"], fresh["controller.readout.weight"])
 
 
 def test_a_run_at_or_below_the_threshold_carries_on(tmp_path):
     trainer = trained(tmp_path, restart_every=4, restart_above=1.0)
     before = {name: value.clone() for name, value in trainer.model.state_dict().items()}
-    assert not trainer.restart_if_stuck()
+    trainer.check_attempt()
     assert all(torch.equal(value, trainer.model.state_dict()[name]) for name, value in before.items())
-    assert trainer.counters["restarts"] == 0
+    assert trainer.counters["restarts"] == 0 and trainer.counters["solved"] == 1
+
+
+def test_the_check_scores_every_training_length_whatever_the_curriculum_level(tmp_path, monkeypatch):
+    trainer = trained(tmp_path, restart_every=4)
+    assert trainer.curriculum_level == SMALL["min_length"]
+    asked = []
+    monkeypatch.setattr(trainer, "evaluate", lambda lengths: asked.extend(lengths) or
+                        [{"cell_error": 0.1 * n} for n in lengths])
+    assert trainer.training_error() == pytest.approx(0.3)  # mean of 0.2, 0.3, 0.4
+    assert asked == [2, 3, 4]
+
+
+def test_a_stuck_run_whose_steps_are_spent_does_not_restart(tmp_path):
+    trainer = trained(tmp_path, steps=4, budget=4, restart_every=4, restart_above=0.0)
+    trainer.check_attempt()
+    assert trainer.counters["restarts"] == 0 and trainer.counters["solved"] == 0
+
+
+def test_stop_when_solved_ends_the_run_at_the_first_check_that_passes_and_resume_keeps_it_ended(tmp_path):
+    settings = dict(SMALL, restart_every=3, restart_above=1.0, stop_when_solved=True)
+    trainer = Trainer(TrainConfig(**settings, steps=10), tmp_path, progress=False)
+    trainer.train()
+    assert trainer.step == 3 and trainer.counters["solved"] == 1 and trainer.counters["restarts"] == 0
+    resumed = Trainer(TrainConfig(**settings, steps=10), tmp_path, resume=True, progress=False)
+    resumed.train()
+    assert resumed.step == 3
+
+
+def test_a_run_that_is_never_solved_trains_to_its_step_budget(tmp_path):
+    settings = dict(SMALL, restart_every=3, restart_above=0.0, stop_when_solved=True)
+    trainer = Trainer(TrainConfig(**settings, steps=7), tmp_path, progress=False)
+    trainer.train()
+    assert trainer.step == 7 and trainer.counters["restarts"] == 2 and trainer.counters["solved"] == 0
+
+
+def test_stop_when_solved_without_checks_is_rejected():
+    with pytest.raises(ValueError, match="stop_when_solved needs restart_every"):
+        TrainConfig(**SMALL, stop_when_solved=True).validate()
 
 
 def test_the_loop_restarts_every_restart_every_steps_and_resumes_bit_for_bit(tmp_path):

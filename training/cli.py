@@ -86,6 +86,10 @@ def command_train(args: argparse.Namespace) -> int:
         return 1
     shutdown_workers(trainer.workers)
     print_results(final)
+    if config.restart_every:
+        restarts = int(trainer.counters["restarts"])
+        print(f"{'solved' if trainer.counters['solved'] else 'not solved'} at step {trainer.step}, "
+              f"after {restarts} restart{'s' * (restarts != 1)}")
     print(f"checkpoint: {trainer.checkpoint_path}")
     return 0
 

@@ -95,10 +95,16 @@ class TrainConfig:
     """Consecutive steps with a NaN or infinite loss or gradient after which training aborts."""
     restart_every: int = 0
     """Restarts (the paper's many restarts, within one run): every this many steps after a
-    (re)start, a run whose per-cell error at the lengths it trains on is above
-    ``restart_above`` starts again from fresh weights and optimizer state; 0 never restarts."""
+    (re)start, a run whose per-cell error over all its training lengths is above
+    ``restart_above`` starts again from fresh weights and optimizer state; 0 never checks.
+    Whether a run restarts depends only on its past, not on ``steps`` (so ``--resume`` with
+    more steps continues exactly): a ``steps`` that is not a multiple of this cuts the last
+    attempt short."""
     restart_above: float = 0.0
     """See restart_every."""
+    stop_when_solved: bool = False
+    """End the run at the first check (every restart_every steps) that finds its error at or
+    below restart_above, instead of training on; ``steps`` then bounds all attempts together."""
 
     log_every: int = 50
     """Steps between scalar logs (loss, error, grad norm, lr, curriculum level)."""
@@ -143,6 +149,8 @@ class TrainConfig:
             (self.nan_patience >= 1, f"nan_patience must be >= 1, got {self.nan_patience}"),
             (self.restart_every >= 0, f"restart_every must be >= 0, got {self.restart_every}"),
             (0 <= self.restart_above <= 1, f"restart_above must be in [0, 1], got {self.restart_above}"),
+            (self.restart_every or not self.stop_when_solved,
+             "stop_when_solved needs restart_every > 0: the run is checked every restart_every steps"),
             (min(self.log_every, self.eval_every, self.checkpoint_every, self.eval_examples) >= 1,
              "log_every, eval_every, checkpoint_every and eval_examples must be >= 1"),
         ]

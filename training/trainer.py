@@ -105,7 +105,7 @@ class Trainer:
         self.step = 0
         self.counters: dict[str, float] = {"entropy_weight": config.entropy_bonus, "nan_streak": 0,
                                            "skipped_steps": 0, "level_wrong": 0, "level_scored": 0,
-                                           "restarts": 0, "started_at": 0}
+                                           "restarts": 0, "started_at": 0, "solved": 0}
         if resume:
             self.restore(load_checkpoint(self.checkpoint_path, map_location=self.device))
 
@@ -257,17 +257,16 @@ class Trainer:
                             alpha=std)
         return norm.item()
 
-    def restart_if_stuck(self) -> bool:
-        """The paper's restarts within one run (``restart_every``, ``restart_above``): if the
-        per-cell error at the lengths being trained on is above ``restart_above``, start again
-        from fresh weights (seeded by the run's seed and the restart's number), a fresh optimizer
-        and curriculum, and the noise and entropy schedules from their beginning. Returns
-        whether it restarted."""
+    def training_error(self) -> float:
+        """Mean per-cell error (soft, ``eval_examples`` per length) over all the training lengths."""
+        lengths = list(range(self.config.min_length, self.config.max_length + 1))
+        return sum(record["cell_error"] for record in self.evaluate(lengths)) / len(lengths)
+
+    def restart(self) -> None:
+        """Start again (the paper's restarts, within one run): fresh weights seeded by the run's
+        seed and the restart's number, a fresh optimizer and curriculum, and the noise and
+        entropy schedules from their beginning."""
         config = self.config
-        lengths = list(range(config.min_length, self.curriculum_level + 1))
-        error = sum(record["cell_error"] for record in self.evaluate(lengths)) / len(lengths)
-        if error <= config.restart_above:
-            return False
         self.counters["restarts"] += 1
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed + RESTART_SEED_OFFSET * int(self.counters["restarts"]))
@@ -279,7 +278,14 @@ class Trainer:
             self.gate_monitor = GateAdaptation(self.model, gate_probes(config, self.device))
         self.counters.update(entropy_weight=config.entropy_bonus, started_at=self.step, level_wrong=0,
                              level_scored=0)
-        return True
+
+    def check_attempt(self) -> None:
+        """The check every ``restart_every`` steps: a run above ``restart_above`` at its training
+        lengths restarts (unless its steps are spent); one at or below it is marked solved, which
+        ends the run when ``stop_when_solved``."""
+        self.counters["solved"] = int(self.training_error() <= self.config.restart_above)
+        if not self.counters["solved"] and self.step < self.config.steps:
+            self.restart()
 
     def _update_curriculum(self) -> None:
         wrong, scored = sum_across_workers([self.counters["level_wrong"], self.counters["level_scored"]],
@@ -308,7 +314,7 @@ class Trainer:
         bar = tqdm(total=config.steps, initial=self.step, desc=f"{config.task} seed {config.seed}",
                    disable=not (self.progress and main), dynamic_ncols=True)
         try:
-            while self.step < config.steps:
+            while self.step < config.steps and not (config.stop_when_solved and self.counters["solved"]):
                 stats = self.train_step()
                 bar.update(1)
                 if self.step % config.log_every == 0 or self.step == config.steps:
@@ -317,9 +323,8 @@ class Trainer:
                         self._log_scalars(writer, stats)
                     bar.set_postfix(loss=f"{stats['loss']:.3f}", err=f"{stats['cell_error']:.3f}",
                                     level=self.curriculum_level)
-                if config.restart_every and (self.step - self.counters["started_at"]) % config.restart_every == 0 \
-                        and self.step < config.steps:
-                    self.restart_if_stuck()
+                if config.restart_every and (self.step - self.counters["started_at"]) % config.restart_every == 0:
+                    self.check_attempt()
                 if writer and self.step % config.eval_every == 0:
                     self._log_evaluation(writer)
                 if self.step % config.checkpoint_every == 0:
