@@ -8,13 +8,13 @@ it, the system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) builds it
 directory (``$NRAM_CACHE_DIR``, else ``~/.cache/nram``) in about a second, once per float type
 and CPU. Where no compiler works the machine warns once and runs the PyTorch step.
 
-By default the C code runs where no gradient is needed (evaluation, ``nram eval``, inference);
-training keeps the PyTorch step, with which the shipped results were measured.
-``NRAM_NATIVE=train`` uses the C step for training too (1.6-2.3x faster); ``NRAM_NATIVE=0``
-turns the C code off. Each C step agrees with the PyTorch one to float rounding (about 1e-7 in
-float32, 1e-15 in float64). Training is chaotic, so a run with either step takes its own path,
-but they succeed about as often: on Swap and Reverse, 40 seeds each, the PyTorch step solved
-19 and the C step 15 (docs/seeds.md).
+By default the C code runs for training and inference alike (training 1.6-2.3x faster than
+the PyTorch step, docs/speed.md). ``NRAM_NATIVE=infer`` keeps it to where no gradient is needed
+(evaluation, ``nram eval``) and trains with the PyTorch step; ``NRAM_NATIVE=0`` turns it off.
+Each C step agrees with the PyTorch one to float rounding (about 1e-7 in float32, 1e-15 in
+float64). Training is chaotic, so a run with either step takes its own path, but they succeed
+about as often: on Swap and Reverse, 40 seeds each, the PyTorch step solved 19 and the C step
+15 (docs/seeds.md).
 
 Shapes are value-major, as in :mod:`nram.machine`: memory ``[M, M, B]``, registers ``[R, M, B]``,
 weights ``[K, S, B]`` (K = R + Q sources, S choice slots). Inference, which keeps the batch
@@ -50,12 +50,19 @@ releases the GIL); below it one thread is faster than handing work out."""
 _FLAG_SETS = (("-O3", "-march=native"), ("-O3",))  # the second for compilers without -march=native
 
 
+MODES = ("1", "infer", "0")
+"""The values of ``NRAM_NATIVE``: the C code everywhere (the default), only where no gradient is
+needed, nowhere."""
+
+
 def usable(tensor: Tensor, training: bool = False) -> bool:
     """Whether the C code runs on ``tensor`` (compiling it if needed): a CPU float32/float64
-    tensor, unless ``NRAM_NATIVE=0``; and where gradients are needed (``training``) only with
-    ``NRAM_NATIVE=train``."""
+    tensor, unless ``NRAM_NATIVE=0``, or ``NRAM_NATIVE=infer`` where gradients are needed
+    (``training``)."""
     mode = os.environ.get("NRAM_NATIVE", "1")
-    if mode == "0" or (training and mode != "train"):
+    if mode not in MODES:
+        raise ValueError(f"NRAM_NATIVE must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "0" or (training and mode == "infer"):
         return False
     return tensor.device.type == "cpu" and tensor.dtype in C_TYPES and library(C_TYPES[tensor.dtype]) is not None
 

@@ -10,10 +10,9 @@ Medians of repeated timings.
     python scripts/bench_machine.py --quick --backend native,pytorch --rounds 5   # the C step vs PyTorch's, side by side
 
 Records: {"mode": "train"|"infer", "M", "R", "T", "batch", "device", "backend", "examples_per_s", ...}.
-Backends on the CPU (see nram/native.py): "default" as shipped (the C step for inference, the
-PyTorch step for training), "native" (the C step for both, NRAM_NATIVE=train) and "pytorch"
-(NRAM_NATIVE=0). With several backends and ``--rounds N`` the backends alternate N times per
-setting, and the summary gives the median of the rounds and the native / pytorch ratio.
+Backends on the CPU (see nram/native.py): "native" as shipped (the C step for training and
+inference) and "pytorch" (NRAM_NATIVE=0). With several backends and ``--rounds N`` the backends
+alternate N times per setting, and the summary gives the median of the rounds and the native / pytorch ratio.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from training.optim import make_optimizer
 REGISTERS = 2
 REFERENCE_TRAIN = 386.0  # Theano NRAM, M=10, R=2, T=3, batch 32, on the 2-core CPU
 REFERENCE_INFER = 1e5  # C++ NRAM, forward rollouts/s, M=10, T=3
-BACKENDS = {"default": "1", "native": "train", "pytorch": "0"}  # the NRAM_NATIVE value of each
+BACKENDS = {"native": "1", "pytorch": "0"}  # the NRAM_NATIVE value of each
 
 
 def synchronize(device: str) -> None:
@@ -78,7 +77,7 @@ def make_train_step(model: NRAM, memory: torch.Tensor, steps: int, compile_model
 
 
 def measure(mode: str, memory_size: int, steps: int, batch: int, device: str, threads: int,
-            compile_model: bool = False, backend: str = "default") -> dict:
+            compile_model: bool = False, backend: str = "native") -> dict:
     os.environ["NRAM_NATIVE"] = BACKENDS[backend]
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -172,8 +171,8 @@ def main() -> None:
     parser.add_argument("--device", action="append", help="cpu, cuda (default: cpu, and cuda when present)")
     parser.add_argument("--threads", default=None, help="comma-separated CPU thread counts to compare")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile at M=10, T=3")
-    parser.add_argument("--backend", default="default",
-                        help="comma-separated CPU steps to compare: default, native (C), pytorch")
+    parser.add_argument("--backend", default="native",
+                        help="comma-separated CPU steps to compare: native (C, as shipped), pytorch")
     parser.add_argument("--rounds", type=int, default=1, help="times each setting is measured, backends alternating")
     parser.add_argument("--json", metavar="FILE", help="write the records as a JSON list")
     args = parser.parse_args()

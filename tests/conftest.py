@@ -15,7 +15,7 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 @pytest.fixture(params=["native", "pytorch"])
 def step_backend(request, monkeypatch):
     """Run the test once with the C step (nram.native, for gradients too) and once with the PyTorch step."""
-    monkeypatch.setenv("NRAM_NATIVE", "train" if request.param == "native" else "0")
+    monkeypatch.setenv("NRAM_NATIVE", "1" if request.param == "native" else "0")
     return request.param
 
 

@@ -35,7 +35,7 @@ def step_and_gradients(layout, size, batch, dtype, seed=0):
 
 def both_backends(monkeypatch, *args):
     results = []
-    for switch in ("train", "0"):
+    for switch in ("1", "0"):
         monkeypatch.setenv("NRAM_NATIVE", switch)
         results.append(step_and_gradients(*args))
     return results
@@ -47,21 +47,26 @@ def test_a_c_compiler_on_path_gives_the_native_step():
     assert native.usable(torch.zeros(1)) and native.usable(torch.zeros(1, dtype=torch.float64))
 
 
-def test_by_default_the_c_step_runs_without_gradients_only(monkeypatch):
-    """Training keeps the PyTorch step unless NRAM_NATIVE=train (see nram.native)."""
+def test_the_c_step_runs_by_default_and_infer_keeps_it_to_runs_without_gradients(monkeypatch):
     forward, calls = native.step_forward, []
     monkeypatch.setattr(native, "step_forward", lambda *args: calls.append(1) or forward(*args))
     monkeypatch.delenv("NRAM_NATIVE", raising=False)
     model = NRAM(MachineConfig(num_registers=2))
     memory0 = torch.randint(0, 5, (3, 5), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        model(memory0, 2)
-    assert len(calls) == 2
     model(memory0, 2).memories.sum().backward()
     assert len(calls) == 2
-    monkeypatch.setenv("NRAM_NATIVE", "train")
-    model(memory0, 2)
+    monkeypatch.setenv("NRAM_NATIVE", "infer")
+    model(memory0, 2).memories.sum().backward()
+    assert len(calls) == 2
+    with torch.no_grad():
+        model(memory0, 2)
     assert len(calls) == 4
+
+
+def test_an_unknown_nram_native_value_is_rejected_naming_the_choices(monkeypatch):
+    monkeypatch.setenv("NRAM_NATIVE", "train")
+    with pytest.raises(ValueError, match="NRAM_NATIVE must be one of 1, infer, 0, got 'train'"):
+        native.usable(torch.zeros(1))
 
 
 @pytest.mark.parametrize("gates", GATE_SETS)
@@ -80,7 +85,7 @@ def test_native_step_equals_the_pytorch_step_in_float32(monkeypatch):
 
 
 def test_a_batch_split_across_threads_equals_one_call(monkeypatch):
-    monkeypatch.setenv("NRAM_NATIVE", "train")
+    monkeypatch.setenv("NRAM_NATIVE", "1")
     batch = 2 * native.PARALLEL_MIN_BATCH + 3
     threads = torch.get_num_threads()
     try:
@@ -140,7 +145,7 @@ def test_native_choice_softmax_equals_the_padded_softmax(dtype, tolerance, monke
     logits = torch.cat([logits, torch.full_like(logits[:1], float("-inf"))])  # the blank row
     grad_weights = torch.randn(layout.num_sources, layout.num_slots, 130, generator=gen, dtype=dtype)
     results = []
-    for switch in ("train", "0"):
+    for switch in ("1", "0"):
         monkeypatch.setenv("NRAM_NATIVE", switch)
         results.append(weights_and_gradient(layout, logits, grad_weights))
     for got, want in zip(*results):
@@ -148,7 +153,7 @@ def test_native_choice_softmax_equals_the_padded_softmax(dtype, tolerance, monke
 
 
 def test_native_choice_softmax_passes_gradcheck(monkeypatch):
-    monkeypatch.setenv("NRAM_NATIVE", "train")
+    monkeypatch.setenv("NRAM_NATIVE", "1")
     layout = CircuitLayout(2, ("read", "add", "write"))
     logits = torch.randn(layout.num_logits + 1, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda z: choice_weights(z, layout.padding_index(), layout),
