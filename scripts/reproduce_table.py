@@ -39,8 +39,9 @@ def train_and_evaluate(task: str, seed: int, device: str, out_root: Path, exampl
     soft = trainer.evaluate(train_lengths + [2 * longest, 4 * longest], examples=examples)
     discrete = trainer.evaluate([longest, 2 * longest, 4 * longest], discrete=True, examples=examples)
     train_error = sum(r["cell_error"] for r in soft[:len(train_lengths)]) / len(train_lengths)
-    return {"task": task, "seed": seed, "train_lengths": [config.min_length, longest], "steps": config.steps,
-            "seconds": round(seconds, 1), "train_error": train_error, "soft": soft, "discrete": discrete}
+    return {"task": task, "seed": seed, "train_lengths": [config.min_length, longest], "steps": trainer.step,
+            "restarts": int(trainer.counters["restarts"]), "seconds": round(seconds, 1), "train_error": train_error,
+            "soft": soft, "discrete": discrete}
 
 
 def solved(record: dict) -> bool:
@@ -72,9 +73,12 @@ def markdown(records: list[dict], device: str) -> str:
              f"Produced by `scripts/reproduce_table.py` on {device}; median over seeds (range). "
              "Train error is the mean over the training lengths. A seed is solved when its train "
              "error is 0 and its error at 2x and 4x the longest training length is at most 1%, "
-             "soft and discrete. Memory grows with the length: M(n) = the task's minimum.", "",
-             "| task | train lengths | train error | 2x soft | 4x soft | 2x discrete | 4x discrete | seeds solved | wall time per seed |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "soft and discrete. Memory grows with the length: M(n) = the task's minimum. Restarts: "
+             "how often each seed's run started again from fresh weights (the configs' restart_every), "
+             "included in its wall time.", "",
+             "| task | train lengths | train error | 2x soft | 4x soft | 2x discrete | 4x discrete | seeds solved "
+             "| restarts by seed | wall time per seed |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for task in dict.fromkeys(r["task"] for r in records):
         runs = [r for r in records if r["task"] == task]
         low, high = runs[0]["train_lengths"]
@@ -85,6 +89,7 @@ def markdown(records: list[dict], device: str) -> str:
             f"| {summary([r['discrete'][-2]['cell_error'] for r in runs])} "
             f"| {summary([r['discrete'][-1]['cell_error'] for r in runs])} "
             f"| {sum(solved(r) for r in runs)}/{len(runs)} "
+            f"| {', '.join(str(r.get('restarts', 0)) for r in runs)} "
             f"| {statistics.median(r['seconds'] for r in runs):.0f} s |")
     return "\n".join(lines) + "\n"
 
@@ -110,7 +115,8 @@ def main() -> None:
             record = train_and_evaluate(task, seed, args.device, Path(args.out), args.examples)
             records.append(record)
             print(f"{task} seed {seed}: train error {record['train_error']:.4f}, "
-                  f"4x discrete {record['discrete'][-1]['cell_error']:.4f}, {record['seconds']:.0f} s", flush=True)
+                  f"4x soft {record['soft'][-1]['cell_error']:.4f}, 4x discrete {record['discrete'][-1]['cell_error']:.4f}, "
+                  f"{record['restarts']} restarts, {record['seconds']:.0f} s", flush=True)
     report.parent.mkdir(parents=True, exist_ok=True)
     records = merge_with_earlier(report.with_suffix(".json"), records)
     report.write_text(markdown(records, args.device))
