@@ -74,9 +74,11 @@ def command_train(args: argparse.Namespace) -> int:
     trainer = Trainer(config, out, resume=args.resume)
     if not trainer.workers.is_main:
         return run_quietly(trainer)
+    budget = (f"up to {config.steps} steps (attempts of {config.restart_every}, ending at the first exact one)"
+              if config.stop_when_solved else f"{config.steps} steps")
     print(f"training {config.task} (lengths {config.min_length}..{config.max_length}, "
           f"M up to {config.memory_size_for(config.max_length)}) "
-          f"for {config.steps} steps on {config.device}; TensorBoard: tensorboard --logdir {out}")
+          f"for {budget} on {config.device}; TensorBoard: tensorboard --logdir {out}")
     try:
         final = trainer.train()
     except KeyboardInterrupt:

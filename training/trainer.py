@@ -335,6 +335,9 @@ class Trainer:
                 writer.close()
             print(f"\ninterrupted at step {self.step}; checkpoint saved to {self.save()}")
             raise
+        if config.stop_when_solved and self.counters["solved"]:
+            bar.total = self.step  # the budget was not needed: show the run as complete
+            bar.refresh()
         bar.close()
         final = []
         if writer:
