@@ -162,7 +162,7 @@ class _MachineStep(torch.autograd.Function):
 
     Autograd through the step records hundreds of small operations per timestep; at the batch
     sizes NRAM trains with, their bookkeeping costs more than the arithmetic. Where
-    :func:`nram.native.usable` allows (on the CPU, by default only when no gradient is needed)
+    :func:`nram.native.usable` allows (on the CPU, unless ``NRAM_NATIVE`` says otherwise)
     the step runs in C, one call per timestep each way; otherwise it runs :func:`_run_gates`
     and :func:`_backward_gates`, the same formulas in PyTorch.
     """

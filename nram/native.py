@@ -13,8 +13,8 @@ the PyTorch step, docs/speed.md). ``NRAM_NATIVE=infer`` keeps it to where no gra
 (evaluation, ``nram eval``) and trains with the PyTorch step; ``NRAM_NATIVE=0`` turns it off.
 Each C step agrees with the PyTorch one to float rounding (about 1e-7 in float32, 1e-15 in
 float64). Training is chaotic, so a run with either step takes its own path, but they succeed
-about as often: on Swap and Reverse, 40 seeds each, the PyTorch step solved 19 and the C step
-15 (docs/seeds.md).
+about as often: on Swap and Reverse, 20 seeds each, the PyTorch step solved 19 of 40 and the C
+step 15 (docs/seeds.md).
 
 Shapes are value-major, as in :mod:`nram.machine`: memory ``[M, M, B]``, registers ``[R, M, B]``,
 weights ``[K, S, B]`` (K = R + Q sources, S choice slots). Inference, which keeps the batch

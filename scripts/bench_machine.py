@@ -12,7 +12,8 @@ Medians of repeated timings.
 Records: {"mode": "train"|"infer", "M", "R", "T", "batch", "device", "backend", "examples_per_s", ...}.
 Backends on the CPU (see nram/native.py): "native" as shipped (the C step for training and
 inference) and "pytorch" (NRAM_NATIVE=0). With several backends and ``--rounds N`` the backends
-alternate N times per setting, and the summary gives the median of the rounds and the native / pytorch ratio.
+alternate N times per setting, and the summary gives the median of the rounds and the
+native / pytorch ratio.
 """
 
 from __future__ import annotations

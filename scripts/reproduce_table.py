@@ -5,8 +5,9 @@
 
 For each task: training lengths, train error (soft, at the training lengths), soft and
 discrete error at 2x and 4x the longest training length, seeds solved (train error 0 and at
-most 1% error at 2x and 4x, soft and discrete) and wall time. Errors are per cell; the median over seeds
-is shown with the range. The records behind the table go to ``docs/results.json``.
+most 1% error at 2x and 4x, soft and discrete), each seed's restarts and wall time. Errors are
+per cell; the median over seeds is shown with the range. The records behind the table go to
+``docs/results.json``.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ def train_and_evaluate(task: str, seed: int, device: str, out_root: Path, exampl
     soft = trainer.evaluate(train_lengths + [2 * longest, 4 * longest], examples=examples)
     discrete = trainer.evaluate([longest, 2 * longest, 4 * longest], discrete=True, examples=examples)
     train_error = sum(r["cell_error"] for r in soft[:len(train_lengths)]) / len(train_lengths)
-    return {"task": task, "seed": seed, "train_lengths": [config.min_length, longest], "steps": trainer.step,
-            "restarts": int(trainer.counters["restarts"]), "seconds": round(seconds, 1), "train_error": train_error,
-            "soft": soft, "discrete": discrete}
+    return {"task": task, "seed": seed, "train_lengths": [config.min_length, longest], "steps": config.steps,
+            "steps_trained": trainer.step, "restarts": int(trainer.counters["restarts"]),
+            "seconds": round(seconds, 1), "train_error": train_error, "soft": soft, "discrete": discrete}
 
 
 def solved(record: dict) -> bool:
@@ -89,7 +90,7 @@ def markdown(records: list[dict], device: str) -> str:
             f"| {summary([r['discrete'][-2]['cell_error'] for r in runs])} "
             f"| {summary([r['discrete'][-1]['cell_error'] for r in runs])} "
             f"| {sum(solved(r) for r in runs)}/{len(runs)} "
-            f"| {', '.join(str(r.get('restarts', 0)) for r in runs)} "
+            f"| {', '.join(str(r.get('restarts', '?')) for r in runs)} "
             f"| {statistics.median(r['seconds'] for r in runs):.0f} s |")
     return "\n".join(lines) + "\n"
 
@@ -115,8 +116,9 @@ def main() -> None:
             record = train_and_evaluate(task, seed, args.device, Path(args.out), args.examples)
             records.append(record)
             print(f"{task} seed {seed}: train error {record['train_error']:.4f}, "
-                  f"4x soft {record['soft'][-1]['cell_error']:.4f}, 4x discrete {record['discrete'][-1]['cell_error']:.4f}, "
-                  f"{record['restarts']} restarts, {record['seconds']:.0f} s", flush=True)
+                  f"4x soft {record['soft'][-1]['cell_error']:.4f}, "
+                  f"4x discrete {record['discrete'][-1]['cell_error']:.4f}, {record['restarts']} restarts, "
+                  f"{record['steps_trained']} steps, {record['seconds']:.0f} s", flush=True)
     report.parent.mkdir(parents=True, exist_ok=True)
     records = merge_with_earlier(report.with_suffix(".json"), records)
     report.write_text(markdown(records, args.device))

@@ -33,6 +33,7 @@ def worker(rank: int, port: int, out: str, settings: dict) -> None:
 
 @pytest.mark.parametrize("settings", [dict(optimizer="sgd", momentum=0.5),
                                       dict(optimizer="sgd", momentum=0.5, batch_by_length=True),
+                                      dict(optimizer="sgd", momentum=0.5, restart_every=2, restart_above=0.0),
                                       dict(optimizer="rbd", lr=1.0, optimizer_options={"dims": 8})])
 def test_two_workers_end_with_identical_parameters(tmp_path, settings):
     mp.spawn(worker, args=(free_port(), str(tmp_path), {**SMALL, **settings}), nprocs=2, join=True)

@@ -63,6 +63,18 @@ def test_a_stuck_run_whose_steps_are_spent_does_not_restart(tmp_path):
     assert trainer.counters["restarts"] == 0 and trainer.counters["solved"] == 0
 
 
+def test_a_budget_that_ended_on_a_check_restarts_on_resume_as_the_longer_run_did(tmp_path):
+    settings = dict(SMALL, restart_every=3, restart_above=0.0)
+    straight = Trainer(TrainConfig(**settings, steps=6), tmp_path / "straight", progress=False)
+    straight.train()
+    Trainer(TrainConfig(**settings, steps=3), tmp_path / "split", progress=False).train()
+    resumed = Trainer(TrainConfig(**settings, steps=6), tmp_path / "split", resume=True, progress=False)
+    resumed.train()
+    assert straight.counters["restarts"] == resumed.counters["restarts"] == 1
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+
+
 def test_stop_when_solved_ends_the_run_at_the_first_check_that_passes_and_resume_keeps_it_ended(tmp_path):
     settings = dict(SMALL, restart_every=3, restart_above=1.0, stop_when_solved=True)
     trainer = Trainer(TrainConfig(**settings, steps=10), tmp_path, progress=False)

@@ -45,6 +45,18 @@ def test_cli_trains_evaluates_and_runs_an_example(tmp_path, capsys):
     assert "memory before:" in shown and "step 1: read(" in shown and "target:" in shown
 
 
+def test_cli_says_the_budget_of_a_run_that_stops_when_solved_and_how_it_ended(tmp_path, capsys):
+    solved = write_config(tmp_path / "solved.toml", restart_every=2, restart_above=1.0, stop_when_solved=True)
+    assert main(["train", "--config", solved, "--steps", "8", "--out", str(tmp_path / "solved")]) == 0
+    shown = capsys.readouterr().out
+    assert "for up to 8 steps (attempts of 2, ending at the first at most 100.0% wrong one)" in shown
+    assert "solved at step 2, after 0 restarts" in shown
+    stuck = write_config(tmp_path / "stuck.toml", restart_every=2, restart_above=0.0, stop_when_solved=True)
+    assert main(["train", "--config", stuck, "--steps", "4", "--out", str(tmp_path / "stuck")]) == 0
+    shown = capsys.readouterr().out
+    assert "ending at the first exact one" in shown and "not solved within 4 steps, after 1 restart\n" in shown
+
+
 def test_cli_without_a_c_compiler_warns_in_one_line_and_still_evaluates(tmp_path):
     config = write_config(tmp_path / "access.toml")
     out = tmp_path / "run"

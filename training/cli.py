@@ -74,7 +74,8 @@ def command_train(args: argparse.Namespace) -> int:
     trainer = Trainer(config, out, resume=args.resume)
     if not trainer.workers.is_main:
         return run_quietly(trainer)
-    budget = (f"up to {config.steps} steps (attempts of {config.restart_every}, ending at the first exact one)"
+    passing = "exact" if config.restart_above == 0 else f"at most {config.restart_above:.1%} wrong"
+    budget = (f"up to {config.steps} steps (attempts of {config.restart_every}, ending at the first {passing} one)"
               if config.stop_when_solved else f"{config.steps} steps")
     print(f"training {config.task} (lengths {config.min_length}..{config.max_length}, "
           f"M up to {config.memory_size_for(config.max_length)}) "
@@ -88,10 +89,13 @@ def command_train(args: argparse.Namespace) -> int:
         return 1
     shutdown_workers(trainer.workers)
     print_results(final)
-    if config.restart_every:
-        restarts = int(trainer.counters["restarts"])
-        print(f"{'solved' if trainer.counters['solved'] else 'not solved'} at step {trainer.step}, "
-              f"after {restarts} restart{'s' * (restarts != 1)}")
+    restarts = int(trainer.counters["restarts"])
+    restarted = f"{restarts} restart{'s' * (restarts != 1)}"
+    if config.stop_when_solved:
+        print(f"solved at step {trainer.step}, after {restarted}" if trainer.counters["solved"]
+              else f"not solved within {trainer.step} steps, after {restarted}")
+    elif config.restart_every:
+        print(f"{restarted} in {trainer.step} steps")
     print(f"checkpoint: {trainer.checkpoint_path}")
     return 0
 

@@ -104,7 +104,8 @@ class TrainConfig:
     """See restart_every."""
     stop_when_solved: bool = False
     """End the run at the first check (every restart_every steps) that finds its error at or
-    below restart_above, instead of training on; ``steps`` then bounds all attempts together."""
+    below restart_above, instead of training on; ``steps`` then bounds all attempts together.
+    A run that ended so stays ended when resumed."""
 
     log_every: int = 50
     """Steps between scalar logs (loss, error, grad norm, lr, curriculum level)."""

@@ -282,10 +282,18 @@ class Trainer:
     def check_attempt(self) -> None:
         """The check every ``restart_every`` steps: a run above ``restart_above`` at its training
         lengths restarts (unless its steps are spent); one at or below it is marked solved, which
-        ends the run when ``stop_when_solved``."""
-        self.counters["solved"] = int(self.training_error() <= self.config.restart_above)
+        ends the run when ``stop_when_solved``. Workers decide on their mean error, so all agree."""
+        error = sum_across_workers([self.training_error()], self.workers, self.device)[0] / self.workers.world_size
+        self.counters["solved"] = int(error <= self.config.restart_above)
         if not self.counters["solved"] and self.step < self.config.steps:
             self.restart()
+
+    def check_due(self) -> bool:
+        """Whether this step ends an attempt (a multiple of ``restart_every`` steps since the last
+        (re)start), so :meth:`check_attempt` runs."""
+        every = self.config.restart_every
+        return bool(every) and self.step > self.counters["started_at"] \
+            and (self.step - self.counters["started_at"]) % every == 0
 
     def _update_curriculum(self) -> None:
         wrong, scored = sum_across_workers([self.counters["level_wrong"], self.counters["level_scored"]],
@@ -306,13 +314,17 @@ class Trainer:
         return list(range(self.config.min_length, self.config.max_length + 1)) + [2 * self.config.max_length]
 
     def train(self) -> list[dict]:
-        """Run until ``config.steps``; returns the final evaluation (empty on workers other than
-        rank 0, which alone logs). Ctrl-C saves a checkpoint first."""
+        """Run until ``config.steps``, or with ``stop_when_solved`` until the first check that finds
+        the run solved; returns the final evaluation (empty on workers other than rank 0, which
+        alone logs). Ctrl-C saves a checkpoint first."""
         config = self.config
         main = self.workers.is_main
         writer = SummaryWriter(log_dir=str(self.out_dir)) if main else None
         bar = tqdm(total=config.steps, initial=self.step, desc=f"{config.task} seed {config.seed}",
                    disable=not (self.progress and main), dynamic_ncols=True)
+        final, evaluated_at = [], None
+        if self.check_due():  # an earlier, shorter budget ended on a check that could not restart
+            self.check_attempt()
         try:
             while self.step < config.steps and not (config.stop_when_solved and self.counters["solved"]):
                 stats = self.train_step()
@@ -323,10 +335,10 @@ class Trainer:
                         self._log_scalars(writer, stats)
                     bar.set_postfix(loss=f"{stats['loss']:.3f}", err=f"{stats['cell_error']:.3f}",
                                     level=self.curriculum_level)
-                if config.restart_every and (self.step - self.counters["started_at"]) % config.restart_every == 0:
+                if self.check_due():
                     self.check_attempt()
                 if writer and self.step % config.eval_every == 0:
-                    self._log_evaluation(writer)
+                    final, evaluated_at = self._log_evaluation(writer), self.step
                 if self.step % config.checkpoint_every == 0:
                     self.save()
         except KeyboardInterrupt:
@@ -339,9 +351,9 @@ class Trainer:
             bar.total = self.step  # the budget was not needed: show the run as complete
             bar.refresh()
         bar.close()
-        final = []
         if writer:
-            final = self._log_evaluation(writer)
+            if evaluated_at != self.step:
+                final = self._log_evaluation(writer)
             log_hparams(writer, config, final)
             writer.close()
         self.save()
