@@ -55,14 +55,20 @@ MODES = ("1", "infer", "0")
 needed, nowhere."""
 
 
+def mode() -> str:
+    """``NRAM_NATIVE`` (default "1"); ValueError naming the choices for any value not in :data:`MODES`."""
+    value = os.environ.get("NRAM_NATIVE", "1")
+    if value not in MODES:
+        raise ValueError(f"NRAM_NATIVE must be one of {', '.join(MODES)}, got {value!r}")
+    return value
+
+
 def usable(tensor: Tensor, training: bool = False) -> bool:
     """Whether the C code runs on ``tensor`` (compiling it if needed): a CPU float32/float64
     tensor, unless ``NRAM_NATIVE=0``, or ``NRAM_NATIVE=infer`` where gradients are needed
     (``training``)."""
-    mode = os.environ.get("NRAM_NATIVE", "1")
-    if mode not in MODES:
-        raise ValueError(f"NRAM_NATIVE must be one of {', '.join(MODES)}, got {mode!r}")
-    if mode == "0" or (training and mode == "infer"):
+    switch = mode()
+    if switch == "0" or (training and switch == "infer"):
         return False
     return tensor.device.type == "cpu" and tensor.dtype in C_TYPES and library(C_TYPES[tensor.dtype]) is not None
 

@@ -57,6 +57,15 @@ def test_cli_says_the_budget_of_a_run_that_stops_when_solved_and_how_it_ended(tm
     assert "ending at the first exact one" in shown and "not solved within 4 steps, after 1 restart\n" in shown
 
 
+def test_cli_rejects_a_bad_nram_native_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NRAM_NATIVE", "train")
+    out = tmp_path / "run"
+    assert main(["train", "--config", write_config(tmp_path / "a.toml"), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert "NRAM_NATIVE must be one of 1, infer, 0, got 'train'" in captured.err and "training" not in captured.out
+    assert not out.exists()
+
+
 def test_cli_without_a_c_compiler_warns_in_one_line_and_still_evaluates(tmp_path):
     config = write_config(tmp_path / "access.toml")
     out = tmp_path / "run"

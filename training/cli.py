@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from nram import native
 from nram.discrete import trace_discrete
 from tasks import TASK_NAMES, get_task
 from training.chaos_sweep import sweep
@@ -76,7 +77,7 @@ def command_train(args: argparse.Namespace) -> int:
         return run_quietly(trainer)
     passing = "exact" if config.restart_above == 0 else f"at most {config.restart_above:.1%} wrong"
     budget = (f"up to {config.steps} steps (attempts of {config.restart_every}, ending at the first {passing} one)"
-              if config.stop_when_solved else f"{config.steps} steps")
+              if config.stop_when_solved and config.steps > config.restart_every else f"{config.steps} steps")
     print(f"training {config.task} (lengths {config.min_length}..{config.max_length}, "
           f"M up to {config.memory_size_for(config.max_length)}) "
           f"for {budget} on {config.device}; TensorBoard: tensorboard --logdir {out}")
@@ -241,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = one_line_warning
     args = make_parser().parse_args(argv)
     try:
+        native.mode()  # a bad NRAM_NATIVE is reported before any work starts
         return args.handler(args)
     except ValueError as error:  # bad input: a clear message, no traceback
         print(f"nram: error: {error}", file=sys.stderr)
