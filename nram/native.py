@@ -6,7 +6,8 @@ tensor operations per timestep, and their per-call overhead costs more than thei
 same formulas in the same order. It needs no new dependency: the first time a process asks for
 it, the system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) builds it into a cache
 directory (``$NRAM_CACHE_DIR``, else ``~/.cache/nram``) in about a second, once per float type
-and CPU. Where no compiler works the machine warns once and runs the PyTorch step.
+and CPU, keeping the newest few builds. Where no compiler works the machine warns once and
+runs the PyTorch step.
 
 By default the C code runs for training and inference alike (training 1.6-2.3x faster than
 the PyTorch step, docs/speed.md). ``NRAM_NATIVE=infer`` keeps it to where no gradient is needed
@@ -46,6 +47,8 @@ C_TYPES = {torch.float32: "float", torch.float64: "double"}
 PARALLEL_MIN_BATCH = 1024
 """From this batch size on, a call is split across ``torch.get_num_threads()`` threads (ctypes
 releases the GIL); below it one thread is faster than handing work out."""
+KEEP_BUILDS = 4
+"""Cached builds kept per float type (see :func:`prune_builds`)."""
 
 _FLAG_SETS = (("-O3", "-march=native"), ("-O3",))  # the second for compilers without -march=native
 
@@ -87,6 +90,19 @@ def _cpu_signature() -> str:
         return platform.processor()
 
 
+def prune_builds(real: str, keep: int = KEEP_BUILDS) -> None:
+    """Delete all but the ``keep`` newest cached builds for ``real``: every edit of the C source
+    or change of compiler leaves one behind. A process that has one loaded keeps its mapping."""
+    builds = []
+    for path in cache_dir().glob(f"nram_step_{real}_*.so"):
+        try:
+            builds.append((path.stat().st_mtime, path))
+        except FileNotFoundError:  # another process pruned it first
+            continue
+    for _, stale in sorted(builds, reverse=True)[keep:]:
+        stale.unlink(missing_ok=True)
+
+
 def _compile(compiler: str, real: str) -> Path:
     """Build native_step.c for ``real`` ("float" or "double") unless a build is cached; its path."""
     source = SOURCE.read_bytes()
@@ -104,6 +120,7 @@ def _compile(compiler: str, real: str) -> Path:
             result = subprocess.run([*command, str(SOURCE), "-o", str(built), "-lm"], capture_output=True, text=True)
             if result.returncode == 0:
                 os.replace(built, target)  # atomic: processes compiling at once never see half a file
+                prune_builds(real)
                 return target
             error = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
     raise RuntimeError(f"{compiler} failed: {error}")

@@ -22,12 +22,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def worker(rank: int, port: int, out: str, settings: dict) -> None:
+def worker(rank: int, port: int, out: str, settings: dict, errors: tuple[float, float] | None = None) -> None:
+    """Train on one of two workers; ``errors`` replaces each rank's measured training error."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank))
     trainer = Trainer(TrainConfig(**settings), out, progress=False)
+    if errors is not None:
+        trainer.training_error = lambda: errors[rank]
     trainer.train()
-    torch.save({"model": trainer.model.state_dict(), "level": trainer.curriculum_level},
-               os.path.join(out, f"rank{rank}.pt"))
+    torch.save({"model": trainer.model.state_dict(), "level": trainer.curriculum_level,
+                "restarts": int(trainer.counters["restarts"])}, os.path.join(out, f"rank{rank}.pt"))
     shutdown_workers(trainer.workers)
 
 
@@ -47,3 +50,15 @@ def test_two_workers_end_with_identical_parameters(tmp_path, settings):
     single = Trainer(TrainConfig(**SMALL, **settings), tmp_path / "single", progress=False)
     single.train()
     assert not all(torch.equal(v, single.model.state_dict()[k]) for k, v in rank0["model"].items())
+
+
+@pytest.mark.parametrize("restart_above, restarts", [(0.5, 0), (0.3, 2)])
+def test_workers_restart_together_on_their_mean_error(tmp_path, restart_above, restarts):
+    """Rank 0 measures 0.0 and rank 1 0.8: on their own they would disagree at every check;
+    on the mean (0.4) both are solved below a 0.5 threshold and both restart above 0.3."""
+    settings = {**SMALL, "optimizer": "sgd", "restart_every": 2, "restart_above": restart_above}
+    mp.spawn(worker, args=(free_port(), str(tmp_path), settings, (0.0, 0.8)), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0["restarts"] == rank1["restarts"] == restarts
+    for name, value in rank0["model"].items():
+        assert torch.equal(value, rank1["model"][name]), name

@@ -5,6 +5,7 @@ Both backends are also checked against the brute-force reference step in test_ma
 would be too slow: large batches that span several tiles and threads, and float32.
 """
 
+import os
 import shutil
 import warnings
 
@@ -166,3 +167,23 @@ def test_decisive_logits_give_exactly_one_hot_float32_weights():
     logits[0] = 100.0  # slot 0 picks register 0 by a margin far past float32's exp range
     weights = choice_weights(logits, layout.padding_index(), layout)
     assert torch.equal(weights[:, 0], torch.eye(layout.num_sources)[0][:, None].expand(-1, 4))
+
+
+def test_a_new_build_prunes_all_but_the_newest_cached_builds(monkeypatch, tmp_path):
+    monkeypatch.setenv("NRAM_CACHE_DIR", str(tmp_path))
+    stale = [tmp_path / f"nram_step_double_{i:016x}.so" for i in range(native.KEEP_BUILDS + 2)]
+    for age, path in enumerate(stale):
+        path.write_bytes(b"")
+        os.utime(path, (1e9 - age, 1e9 - age))  # stale[0] is the newest
+    other = tmp_path / "nram_step_float_0000000000000000.so"
+    other.write_bytes(b"")
+    native.library.cache_clear()
+    try:
+        assert native.library("double") is not None
+    finally:
+        native.library.cache_clear()
+    kept = sorted(path.name for path in tmp_path.glob("nram_step_double_*.so"))
+    built = [name for name in kept if name not in {path.name for path in stale}]
+    assert len(built) == 1
+    assert kept == sorted(built + [path.name for path in stale[:native.KEEP_BUILDS - 1]])
+    assert other.exists()
