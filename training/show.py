@@ -34,8 +34,8 @@ def live_gates(gate_inputs: list[list[int]], register_sources: list[int], layout
 
 def format_trace(trace: DiscreteTrace, layout: CircuitLayout, batch: TaskBatch, example: int = 0) -> str:
     """The discrete run of one example: each step's gate calls with their values (only the
-    gates whose results are used, see :func:`live_gates`), the register updates, then the final
-    memory against the target (scored cells bracketed)."""
+    gates whose results are used, see :func:`live_gates`; WRITE as the cell it sets), the
+    register updates, then the final memory against the target (scored cells bracketed)."""
     names = source_names(layout)
     lines = [f"memory before: {format_cells(batch.memory[example])}"]
     steps = int(trace.stop_steps[example])
@@ -46,8 +46,13 @@ def format_trace(trace: DiscreteTrace, layout: CircuitLayout, batch: TaskBatch, 
         sources = trace.register_sources[t, example].tolist()
         for i in sorted(live_gates(gate_inputs, sources, layout)):
             name = layout.gates[i]
-            args = [names[int(trace.gate_inputs[t, example, i, k])] for k in range(GATE_ARITY[name])]
-            calls.append(f"{name}({', '.join(args)})={values[layout.num_registers + i]}")
+            chosen = gate_inputs[i][:GATE_ARITY[name]]
+            call = f"{name}({', '.join(names[s] for s in chosen)})"
+            if name == "write":  # its output is always 0; what matters is the cell it sets
+                address, value = (values[s] for s in chosen)
+                calls.append(f"{call}: cell {address} := {value}")
+            else:
+                calls.append(f"{call}={values[layout.num_registers + i]}")
         updates = [f"r{r}<-{names[s]}={values[s]}" for r, s in enumerate(sources)]
         lines.append(f"step {t + 1}: " + "  ".join(calls))
         lines.append("        " + "  ".join(updates))
