@@ -76,7 +76,8 @@ def markdown(records: list[dict], device: str) -> str:
              "error is 0 and its error at 2x and 4x the longest training length is at most 1%, "
              "soft and discrete. Memory grows with the length: M(n) = the task's minimum. Restarts: "
              "how often each seed's run started again from fresh weights (the configs' restart_every), "
-             "included in its wall time.", "",
+             "included in its wall time. What was tried on the tasks no seed solves, and where their "
+             "training stops: `docs/harder.md`.", "",
              "| task | train lengths | train error | 2x soft | 4x soft | 2x discrete | 4x discrete | seeds solved "
              "| restarts by seed | wall time per seed |",
              "|---|---|---|---|---|---|---|---|---|---|"]
