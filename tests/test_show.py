@@ -1,4 +1,4 @@
-"""The worked-example printer keeps exactly the gates whose results are used."""
+"""The worked-example printer: the gates it keeps (those whose results are used) and how it shows a WRITE."""
 
 import torch
 
