@@ -1,7 +1,7 @@
 """Does training keep a known solution? Start from a task's hand program and train on.
 
 For each setting (the shipped config; without gradient noise; without weight decay; without
-either) the hand program of ``training.programs`` is distilled into a fresh controller
+either; never restarting) the hand program of ``training.programs`` is distilled into a fresh controller
 (``training.distil``, exact at 4x the training lengths), then trained with the task's shipped
 config and that change, evaluating the soft per-cell error at the training lengths, 2x and 4x
 every ``--every`` steps. A setting under which the error leaves 0 pushes runs away from the
@@ -37,13 +37,13 @@ def stability_curve(task: str, overrides: dict, steps: int, every: int, margin: 
                     examples: int, out_dir: Path) -> tuple[list[int], list[tuple[int, list[float]]]]:
     """Train from the distilled program; returns (lengths, [(step, soft cell error per length)])."""
     config = load_config(default_config_path(task), seed=seed, steps=0, eval_every=10**9,
-                         checkpoint_every=10**9, **overrides)
+                         checkpoint_every=10**9, restart_every=0, stop_when_solved=False, **overrides)
     trainer = Trainer(config, out_dir, progress=False)
     distil_program(trainer.model, PROGRAMS[task], margin=margin)
     longest = config.max_length
     lengths = list(range(config.min_length, longest + 1)) + [2 * longest, 4 * longest]
     curve = []
-    for step in range(0, steps + 1, every):
+    for step in sorted({*range(0, steps, every), steps}):
         if step:
             trainer.config = dataclasses.replace(config, steps=step)
             trainer.train()
@@ -57,7 +57,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000, help="training steps from the program")
     parser.add_argument("--every", type=int, default=500, help="evaluate every this many steps")
     parser.add_argument("--margin", type=float, default=8.0, help="logit margin of the distilled choices")
-    parser.add_argument("--seed", type=int, default=0, help="training seed (batches, noise)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the initial weights (which the program is fitted from), batches and noise")
     parser.add_argument("--examples", type=int, default=500, help="evaluation examples per length")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON records")
     args = parser.parse_args()

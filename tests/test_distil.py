@@ -26,12 +26,22 @@ def errors(config, model, lengths, discrete):
     return [record["cell_error"] for record in records]
 
 
-@pytest.mark.parametrize("task_name", ["listk", "permutation"])
+@pytest.mark.parametrize("task_name", sorted(PROGRAMS))
 def test_a_distilled_program_solves_its_task_at_four_times_the_training_lengths(task_name):
     config, model = distilled(task_name)
-    lengths = [1, 2, 3, 4, 5, 20]
+    lengths = [*range(config.min_length, config.max_length + 1), 4 * config.max_length]
     assert errors(config, model, lengths, discrete=True) == [0.0] * len(lengths)
-    assert errors(config, model, lengths, discrete=False) == [0.0] * len(lengths)
+    if task_name in ("listk", "permutation"):
+        assert errors(config, model, lengths, discrete=False) == [0.0] * len(lengths)
+
+
+def test_the_controller_picks_the_program_choice_on_every_pattern():
+    config, model = distilled("walkbst")
+    table = PROGRAMS["walkbst"].choice_table(model.layout)
+    with torch.no_grad():
+        logits, _ = model.controller(zero_patterns(config.num_registers))
+    options = torch.split(logits[:, :-1], model.layout.slot_widths, dim=1)
+    assert torch.equal(torch.stack([choice.argmax(dim=1) for choice in options], dim=1), table)
 
 
 def test_every_slot_leads_by_the_margin_and_the_machine_never_stops():
@@ -45,14 +55,16 @@ def test_every_slot_leads_by_the_margin_and_the_machine_never_stops():
 
 
 def test_a_soft_machine_needs_the_margin():
-    """At margin 1 the chosen options hold under half the probability and the soft machine fails,
-    though its argmax is the same program."""
+    """At margin 1 the soft machine fails, though its argmax is the same program."""
     config, model = distilled("listk", margin=1.0)
     assert errors(config, model, [3], discrete=True) == [0.0]
     assert errors(config, model, [3], discrete=False)[0] > 0.5
 
 
-def test_a_recurrent_controller_is_refused():
+def test_another_controller_or_a_margin_that_is_not_positive_is_refused():
     config = load_config(default_config_path("listk"), controller="lstm")
-    with pytest.raises(ValueError, match="feed-forward"):
+    with pytest.raises(ValueError, match="plain MLP controller"):
         distil_program(NRAM(config.machine_config()), PROGRAMS["listk"])
+    config = load_config(default_config_path("listk"))
+    with pytest.raises(ValueError, match="margin must be > 0"):
+        distil_program(NRAM(config.machine_config()), PROGRAMS["listk"], margin=0.0)

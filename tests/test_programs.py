@@ -43,6 +43,7 @@ def test_the_first_matching_rule_picks_and_unnamed_registers_keep_their_value():
     assert table[a_zero, a_slot].item() == 2 + 1 and table[a_zero, b_slot].item() == 1  # a := inc; b keeps
     assert table[a_zero, inc_slot].item() == 1  # inc reads b
     assert table[neither, a_slot].item() == 0 and table[neither, b_slot].item() == 2  # a keeps; b := read
+    assert table[neither, inc_slot].item() == 0  # inc not named: reads the first register
 
 
 @pytest.mark.parametrize("program, message", [
@@ -51,6 +52,7 @@ def test_the_first_matching_rule_picks_and_unnamed_registers_keep_their_value():
     (Program(("a", "b"), [({}, {"inc": ("a", "b")})]), "takes 1 inputs"),
     (Program(("a", "b"), [({}, {"read": "inc"})]), "comes later"),
     (Program(("a", "b"), [({}, {"a": "c"})]), "neither a register nor a gate"),
+    (Program(("a", "b"), [({"c": True}, {})]), "not a register"),
 ])
 def test_a_program_that_does_not_fit_the_circuit_is_refused(program, message):
     with pytest.raises(ValueError, match=message):

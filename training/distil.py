@@ -3,7 +3,7 @@
 The controller sees only the registers' zero flags, so on exact flags a program is a table
 from each of the 2^R patterns to one option per choice slot. Distillation fits the controller
 to that table by cross-entropy, then scales its read-out so that the chosen option of every
-slot leads the runner-up by ``margin`` logits: the soft machine then follows the program
+slot leads the runner-up by at least ``margin`` logits: the soft machine then follows the program
 closely (at margin 8 the shipped programs run exactly at 4x the training lengths), and
 training can start from a known solution to see whether it stays there.
 """
@@ -36,12 +36,14 @@ def distil_program(model: NRAM, program: Program, margin: float = 8.0, iteration
                    lr: float = 0.01) -> None:
     """Set ``model``'s MLP controller to run ``program``: on every pattern of zero flags each slot's
     chosen option leads by at least ``margin`` logits, and the stop logit is ``-margin`` (the
-    programs run for all T steps). Raises ``ValueError`` for a recurrent controller, a program
-    that does not fit the circuit, or a table the controller cannot fit.
+    programs run for all T steps). Raises ``ValueError`` for another controller, a margin that
+    is not positive, a program that does not fit the circuit, or a table the controller cannot fit.
     """
+    if margin <= 0:
+        raise ValueError(f"margin must be > 0, got {margin}")
     controller = model.controller
     if not isinstance(controller, MLPController):
-        raise ValueError(f"only a feed-forward controller runs a program from its flags alone, "
+        raise ValueError(f"a program is distilled into the plain MLP controller (controller = \"mlp\"), "
                          f"not {type(controller).__name__}")
     layout = model.layout
     parameter = next(controller.parameters())

@@ -47,13 +47,17 @@ class Program:
                              f"{layout.num_registers}")
         source = {name: j for j, name in enumerate(self.registers + layout.gates)}
         num_inputs = len(layout.input_slots)
+        for condition, _ in self.rules:
+            unknown = set(condition) - set(self.registers)
+            if unknown:
+                raise ValueError(f"a rule's condition names {sorted(unknown)[0]!r}, which is not a register")
         rows = []
         for flags in zero_patterns(layout.num_registers).bool().tolist():
             zero = dict(zip(self.registers, flags))
             row = [0] * num_inputs + list(range(layout.num_registers))
-            rule = next((choices for condition, choices in self.rules
-                         if all(zero[name] == wanted for name, wanted in condition.items())), {})
-            for target, chosen in rule.items():
+            picked = next((choices for condition, choices in self.rules
+                           if all(zero[name] == wanted for name, wanted in condition.items())), {})
+            for target, chosen in picked.items():
                 chosen = (chosen,) if isinstance(chosen, str) else chosen
                 unknown = [name for name in chosen if name not in source]
                 if unknown:
