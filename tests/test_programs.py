@@ -11,7 +11,7 @@ import torch
 
 from nram.circuit import CircuitLayout
 from training.config import default_config_path, load_config
-from training.programs import PERMUTATION, PROGRAMS, Program, pattern_index, run_program, zero_patterns
+from training.programs import LISTK, PERMUTATION, PROGRAMS, Program, pattern_index, run_program, zero_patterns
 
 
 @pytest.mark.parametrize("task_name", sorted(PROGRAMS))
@@ -25,6 +25,17 @@ def test_a_program_one_step_short_fails():
     """The check can fail: Permutation needs 1 + 2n steps; with 2n the last cell stays wrong."""
     assert run_program("permutation", PERMUTATION, 3, steps=1 + 2 * 3) == 0.0
     assert run_program("permutation", PERMUTATION, 3, steps=2 * 3) > 0.0
+
+
+def test_listk_without_its_hop_rule_is_right_only_where_k_is_zero():
+    """One rule away: without rule 2 (hop while k > 0) the program never hops; at length 1 (k = 0
+    always) it stays exact, at length 2 it is wrong on about the half of examples with k = 1."""
+    damaged = LISTK.without_rule(2)
+    assert list(damaged.rules) == [LISTK.rules[0], LISTK.rules[1], LISTK.rules[3]]
+    assert run_program("listk", damaged, 1) == 0.0
+    assert 0.35 < run_program("listk", damaged, 2) < 0.65
+    with pytest.raises(ValueError, match="rules 0..3, not 4"):
+        LISTK.without_rule(4)
 
 
 def test_each_pattern_of_zero_flags_has_its_own_table_row():

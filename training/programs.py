@@ -77,6 +77,13 @@ class Program:
             rows.append(row)
         return torch.tensor(rows)
 
+    def without_rule(self, index: int) -> Program:
+        """This program with rule ``index`` (0-based) left out: a start one rule away from the
+        solution, to see whether training finds the missing rule (``scripts/solution_stability.py``)."""
+        if not 0 <= index < len(self.rules):
+            raise ValueError(f"the program has rules 0..{len(self.rules) - 1}, not {index}")
+        return Program(self.registers, [rule for position, rule in enumerate(self.rules) if position != index])
+
 
 def zero_patterns(num_registers: int) -> Tensor:
     """Every pattern of zero flags, ``[2^R, R]`` (1.0 = that register is zero), in table row order."""
