@@ -27,15 +27,17 @@ def test_a_program_one_step_short_fails():
     assert run_program("permutation", PERMUTATION, 3, steps=2 * 3) > 0.0
 
 
-def test_listk_without_its_hop_rule_is_right_only_where_k_is_zero():
-    """One rule away: without rule 2 (hop while k > 0) the program never hops; at length 1 (k = 0
-    always) it stays exact, at length 2 it is wrong on about the half of examples with k = 1."""
+def test_listk_without_its_hop_rule_never_hops():
+    """One rule away: without rule 2 (hop while k > 0) the program always answers node 0; at
+    length 1 (k = 0 always) it stays exact, at length 2 it is wrong on about the half with k = 1."""
     damaged = LISTK.without_rule(2)
     assert list(damaged.rules) == [LISTK.rules[0], LISTK.rules[1], LISTK.rules[3]]
+    assert len(LISTK.rules) == 4
     assert run_program("listk", damaged, 1) == 0.0
     assert 0.35 < run_program("listk", damaged, 2) < 0.65
-    with pytest.raises(ValueError, match="rules 0..3, not 4"):
-        LISTK.without_rule(4)
+    for index in (4, -1):
+        with pytest.raises(ValueError, match=f"rules 0..3, not {index}"):
+            LISTK.without_rule(index)
 
 
 def test_each_pattern_of_zero_flags_has_its_own_table_row():
