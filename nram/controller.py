@@ -85,8 +85,17 @@ class LSTMController(nn.Module):
         return zeros, zeros.clone()
 
     def features(self, inputs: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """inputs ``[B, R]``, state ``(h, c)`` -> (h ``[B, H]``, new state)."""
-        h, c = self.cell(inputs, state)
+        """inputs ``[B, R]``, state ``(h, c)`` -> (h ``[B, H]``, new state).
+
+        The cell's equations written out (``nn.LSTMCell``'s, to float rounding) rather than its
+        fused kernel, which ``torch.vmap`` cannot batch: a population runs this per member.
+        """
+        h, c = state
+        cell = self.cell
+        gates = F.linear(inputs, cell.weight_ih, cell.bias_ih) + F.linear(h, cell.weight_hh, cell.bias_hh)
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
         return h, (h, c)
 
     def readout_weight(self) -> tuple[Tensor, Tensor]:

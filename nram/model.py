@@ -99,17 +99,28 @@ def choice_entropy(choice_logits: Tensor) -> Tensor:
     return -(log_weights.exp() * log_weights).sum(-1).mean(-1)
 
 
-def rollout_loss(rollout: Rollout, target: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
-    """Expected negative log-likelihood of the target cells, averaged over the batch.
+def example_losses(rollout: Rollout, target: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
+    """Expected negative log-likelihood of the target cells, per example.
 
-    target ``LongTensor[B, M]``, mask ``BoolTensor[B, M]`` (scored cells). Returns a scalar:
-    ``mean_b -sum_t p_t sum_{i in mask} log clamp(memories[t, b, i, target_i], eps)``.
+    target ``LongTensor[B, M]``, mask ``BoolTensor[B, M]`` (scored cells). Returns ``[B]``:
+    ``-sum_t p_t sum_{i in mask} log clamp(memories[t, b, i, target_i], eps)``.
     """
-    steps = rollout.memories.shape[0]
+    steps, batch_size, memory_size = rollout.memories.shape[:3]
+    if target.shape != (batch_size, memory_size) or mask.shape != target.shape:
+        raise ValueError(f"target and mask must be [B, M] = {[batch_size, memory_size]}, got "
+                         f"{list(target.shape)} and {list(mask.shape)}")
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= memory_size):
+        raise ValueError(f"target cells must hold values in 0..{memory_size - 1}, got values from "
+                         f"{int(target.min())} to {int(target.max())}")
     index = target[None, :, :, None].expand(steps, -1, -1, 1)
     likelihood = rollout.memories.gather(-1, index).squeeze(-1)  # [T, B, M]
     cell_nll = -torch.log(likelihood.clamp_min(eps)) * mask
-    return (rollout.stop_probs * cell_nll.sum(-1)).sum(0).mean()
+    return (rollout.stop_probs * cell_nll.sum(-1)).sum(0)
+
+
+def rollout_loss(rollout: Rollout, target: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
+    """:func:`example_losses` averaged over the batch: a scalar."""
+    return example_losses(rollout, target, mask, eps).mean()
 
 
 def broadcast_state(state: Any, batch_size: int) -> Any:
@@ -153,6 +164,8 @@ class NRAM(nn.Module):
             raise ValueError(f"memory0 must hold integer cells [B, M], got dtype {memory0.dtype}")
         if is_integer and memory0.dim() != 2:
             raise ValueError(f"integer memory0 must be [batch, M], got shape {tuple(memory0.shape)}")
+        if is_integer and memory0.dtype != torch.long:
+            raise ValueError(f"integer memory0 must be a LongTensor (int64), got dtype {memory0.dtype}")
         if not is_integer and (memory0.dim() != 3 or memory0.shape[1] != memory0.shape[2]):
             raise ValueError(f"memory0 distributions must be [batch, M, M], got shape {tuple(memory0.shape)}")
         if memory0.shape[0] < 1:

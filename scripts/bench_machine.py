@@ -8,8 +8,13 @@ Medians of repeated timings.
     python scripts/bench_machine.py --quick         # the headline settings only
     python scripts/bench_machine.py --json out.json --threads 1,2 --compile
     python scripts/bench_machine.py --quick --backend native,pytorch --rounds 5   # the C step vs PyTorch's, side by side
+    python scripts/bench_machine.py --quick --population 16 --rounds 5   # 16 members vs one model, side by side
 
-Records: {"mode": "train"|"infer", "M", "R", "T", "batch", "device", "backend", "examples_per_s", ...}.
+Records: {"mode": "train"|"infer", "M", "R", "T", "batch", "population", "device", "backend", "examples_per_s", ...}.
+``batch`` is per member; a population's examples/s counts every member's examples. With
+``--population P`` every training setting runs for one model and for P members (one
+:class:`nram.population.PopulationNRAM` stepped by :class:`training.optim.members.MemberAdam`,
+as ``nram train --population`` does), alternating, and the summary gives their ratio.
 Backends on the CPU (see nram/native.py): "native" as shipped (the C step for training and
 inference) and "pytorch" (NRAM_NATIVE=0). With several backends and ``--rounds N`` the backends
 alternate N times per setting, and the summary gives the median of the rounds and the
@@ -28,11 +33,13 @@ import time
 
 import torch
 
-from nram.model import NRAM, MachineConfig, rollout_loss
+from nram.model import NRAM, MachineConfig, example_losses, rollout_loss
+from nram.population import PopulationNRAM
 from training.optim import make_optimizer
+from training.optim.members import MemberAdam
 
 REGISTERS = 2
-REFERENCE_TRAIN = 386.0  # Theano NRAM, M=10, R=2, T=3, batch 32, on the 2-core CPU
+REFERENCE_TRAIN = 6465.0  # Theano NRAM's training step, M=10, R=2, T=3, batch 32, 2-core CPU (shared/papers/nram.md)
 REFERENCE_INFER = 1e5  # C++ NRAM, forward rollouts/s, M=10, T=3
 BACKENDS = {"native": "1", "pytorch": "0"}  # the NRAM_NATIVE value of each
 
@@ -77,14 +84,31 @@ def make_train_step(model: NRAM, memory: torch.Tensor, steps: int, compile_model
     return step
 
 
+def make_population_step(model: PopulationNRAM, memory: torch.Tensor, steps: int):
+    """One step of every member, as ``nram train --population`` takes it: each member's mean loss."""
+    optimizer = MemberAdam(model.parameters(), lr=torch.full((model.size,), 1e-3))
+    mask = torch.ones_like(memory, dtype=torch.bool)
+    batch = memory.shape[0] // model.size
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        (example_losses(model(memory, steps), memory, mask).sum() / batch).backward()
+        optimizer.step()
+
+    return step
+
+
 def measure(mode: str, memory_size: int, steps: int, batch: int, device: str, threads: int,
-            compile_model: bool = False, backend: str = "native") -> dict:
+            compile_model: bool = False, backend: str = "native", population: int = 1) -> dict:
     os.environ["NRAM_NATIVE"] = BACKENDS[backend]
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = NRAM(MachineConfig(num_registers=REGISTERS)).to(device)
-    memory = torch.randint(0, memory_size, (batch, memory_size), device=device)
-    if mode == "train":
+    config = MachineConfig(num_registers=REGISTERS)
+    model = (PopulationNRAM(config, population) if population > 1 else NRAM(config)).to(device)
+    memory = torch.randint(0, memory_size, (population * batch, memory_size), device=device)
+    if mode == "train" and population > 1:
+        fn = make_population_step(model, memory, steps)
+    elif mode == "train":
         fn = make_train_step(model, memory, steps, compile_model)
     else:
         model.eval()  # as `nram eval` runs it
@@ -99,9 +123,10 @@ def measure(mode: str, memory_size: int, steps: int, batch: int, device: str, th
     first_call = time.perf_counter() - first
     seconds = median_seconds(fn, device)
     backend = backend if device == "cpu" else "pytorch"
-    return {"mode": mode, "M": memory_size, "R": REGISTERS, "T": steps, "batch": batch, "device": device,
-            "backend": backend, "threads": threads, "compile": compile_model, "first_call_s": round(first_call, 3),
-            "step_ms": round(seconds * 1e3, 4), "examples_per_s": round(batch / seconds, 1)}
+    return {"mode": mode, "M": memory_size, "R": REGISTERS, "T": steps, "batch": batch, "population": population,
+            "device": device, "backend": backend, "threads": threads, "compile": compile_model,
+            "first_call_s": round(first_call, 3), "step_ms": round(seconds * 1e3, 4),
+            "examples_per_s": round(population * batch / seconds, 1)}
 
 
 def settings(quick: bool) -> list[tuple[str, int, int, int]]:
@@ -127,7 +152,7 @@ def fitted_exponent(records: list[dict], mode: str, batch: int) -> float | None:
 
 
 HEADER = f"{'mode':>5} {'device':>6} {'backend':>7} {'thr':>3} {'comp':>4} {'M':>3} {'T':>3} {'batch':>5} " \
-         f"{'ms/step':>9} {'examples/s':>11} {'first call s':>12}"
+         f"{'P':>3} {'ms/step':>9} {'examples/s':>11} {'first call s':>12}"
 
 
 def print_table(records: list[dict], header: bool = True) -> None:
@@ -136,7 +161,8 @@ def print_table(records: list[dict], header: bool = True) -> None:
         print("-" * len(HEADER))
     for r in records:
         print(f"{r['mode']:>5} {r['device']:>6} {r['backend']:>7} {r['threads']:>3} {'yes' if r['compile'] else 'no':>4} "
-              f"{r['M']:>3} {r['T']:>3} {r['batch']:>5} {r['step_ms']:>9.3f} {r['examples_per_s']:>11.0f} "
+              f"{r['M']:>3} {r['T']:>3} {r['batch']:>5} {r['population']:>3} {r['step_ms']:>9.3f} "
+              f"{r['examples_per_s']:>11.0f} "
               f"{r['first_call_s']:>12.2f}")
 
 
@@ -144,7 +170,7 @@ def median_rounds(records: list[dict]) -> list[dict]:
     """One record per setting and backend: the round with the median examples/s, with all rounds listed."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        key = tuple(r[k] for k in ("mode", "M", "T", "batch", "device", "backend", "threads", "compile"))
+        key = tuple(r[k] for k in ("mode", "M", "T", "batch", "population", "device", "backend", "threads", "compile"))
         groups.setdefault(key, []).append(r)
     out = []
     for rounds in groups.values():
@@ -158,12 +184,24 @@ def print_backend_ratios(records: list[dict], backends: list[str]) -> None:
     if not {"native", "pytorch"} <= set(backends):
         return
     by_key = {(r["mode"], r["M"], r["T"], r["batch"], r["threads"], r["backend"]): r for r in records
-              if r["device"] == "cpu" and not r["compile"]}
+              if r["device"] == "cpu" and not r["compile"] and r["population"] == 1}
     for (mode, memory_size, steps, batch, threads, backend), r in by_key.items():
         other = by_key.get((mode, memory_size, steps, batch, threads, "pytorch"))
         if backend == "native" and other:
             print(f"{mode} M={memory_size} T={steps} batch {batch} threads={threads}: native / pytorch = "
                   f"{r['examples_per_s'] / other['examples_per_s']:.2f} (medians of {len(r['rounds'])} rounds)")
+
+
+def print_population_ratios(records: list[dict]) -> None:
+    """P members' examples/s over one model's, for every training setting measured both ways."""
+    single = {(r["M"], r["T"], r["batch"], r["device"], r["backend"], r["threads"]): r for r in records
+              if r["mode"] == "train" and r["population"] == 1 and not r["compile"]}
+    for r in records:
+        one = single.get((r["M"], r["T"], r["batch"], r["device"], r["backend"], r["threads"]))
+        if r["mode"] == "train" and r["population"] > 1 and one:
+            print(f"{r['device']} {r['backend']} threads={r['threads']} M={r['M']} T={r['T']} batch {r['batch']}: "
+                  f"{r['population']} members / one model = {r['examples_per_s'] / one['examples_per_s']:.2f}x "
+                  f"examples/s (medians of {len(r['rounds'])} rounds)")
 
 
 def main() -> None:
@@ -175,8 +213,13 @@ def main() -> None:
     parser.add_argument("--backend", default="native",
                         help="comma-separated CPU steps to compare: native (C, as shipped), pytorch")
     parser.add_argument("--rounds", type=int, default=1, help="times each setting is measured, backends alternating")
+    parser.add_argument("--population", type=int, default=1,
+                        help="also train P members as one vectorised model, beside one model")
     parser.add_argument("--json", metavar="FILE", help="write the records as a JSON list")
     args = parser.parse_args()
+    if args.population < 1:
+        parser.error(f"--population needs at least 1 member, got {args.population}")
+    populations = sorted({1, args.population})
     backends = args.backend.split(",")
     if not set(backends) <= set(BACKENDS):
         parser.error(f"--backend takes {', '.join(BACKENDS)}, got {args.backend}")
@@ -202,7 +245,9 @@ def main() -> None:
             for mode, memory_size, steps, batch in settings(args.quick):
                 for _ in range(args.rounds):
                     for backend in (backends if device == "cpu" else ["pytorch"]):
-                        record(measure(mode, memory_size, steps, batch, device, threads, backend=backend))
+                        for population in (populations if mode == "train" else [1]):
+                            record(measure(mode, memory_size, steps, batch, device, threads, backend=backend,
+                                           population=population))
             if args.compile:
                 for mode, batch in (("train", 32), ("infer", 4096)):
                     record(measure(mode, 10, 3, batch, device, threads, compile_model=True, backend=backends[0]))
@@ -211,9 +256,10 @@ def main() -> None:
     write_json(records)
     print_table(records)
     print_backend_ratios(records, backends)
+    print_population_ratios(records)
     for device in devices:
         for r in records:
-            if (r["device"], r["M"], r["T"], r["compile"]) == (device, 10, 3, False):
+            if (r["device"], r["M"], r["T"], r["compile"], r["population"]) == (device, 10, 3, False, 1):
                 where = f"{device} {r['backend']} threads={r['threads']}"
                 if r["mode"] == "train" and r["batch"] == 32:
                     print(f"{where}: train M=10 T=3 batch 32: {r['examples_per_s']:.0f} "
@@ -223,7 +269,7 @@ def main() -> None:
                           f"examples/s = {r['examples_per_s'] / REFERENCE_INFER:.1f}x the C++ NRAM")
     for mode, batch in (("train", 256), ("infer", 4096)):
         exponent = fitted_exponent([r for r in records if r["device"] == devices[0] and r["backend"] == backends[0]
-                                    and r["threads"] == thread_counts[-1]], mode, batch)
+                                    and r["threads"] == thread_counts[-1] and r["population"] == 1], mode, batch)
         if exponent is not None:
             print(f"{devices[0]} {mode} batch {batch}: time per step grows as M^{exponent:.2f} (T = 3)")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tasks import TASK_NAMES
 from training.config import default_config_path, load_config
+from training.population import PopulationTrainer
 from training.trainer import Trainer
 
 SOLVED_ERROR = 0.01
@@ -32,7 +33,7 @@ def train_and_evaluate(task: str, seed: int, device: str, out_root: Path, exampl
     if (out / "checkpoint.pt").exists():
         raise SystemExit(f"{out} already holds a run: remove it or choose another --out")
     start = time.perf_counter()
-    trainer = Trainer(config, out, progress=False)
+    trainer = (PopulationTrainer if config.population > 1 else Trainer)(config, out, progress=False)
     trainer.train()
     seconds = time.perf_counter() - start
     longest = config.max_length
@@ -41,7 +42,8 @@ def train_and_evaluate(task: str, seed: int, device: str, out_root: Path, exampl
     discrete = trainer.evaluate([longest, 2 * longest, 4 * longest], discrete=True, examples=examples)
     train_error = sum(r["cell_error"] for r in soft[:len(train_lengths)]) / len(train_lengths)
     return {"task": task, "seed": seed, "train_lengths": [config.min_length, longest], "steps": config.steps,
-            "steps_trained": trainer.step, "restarts": int(trainer.counters["restarts"]),
+            "steps_trained": trainer.step, "population": config.population,
+            "member_steps": trainer.step * config.population, "restarts": int(trainer.counters["restarts"]),
             "seconds": round(seconds, 1), "train_error": train_error, "soft": soft, "discrete": discrete}
 
 
@@ -74,13 +76,15 @@ def markdown(records: list[dict], device: str) -> str:
              f"Produced by `scripts/reproduce_table.py` on {device}; median over seeds (range). "
              "Train error is the mean over the training lengths. A seed is solved when its train "
              "error is 0 and its error at 2x and 4x the longest training length is at most 1%, "
-             "soft and discrete. Memory grows with the length: M(n) = the task's minimum. Restarts: "
-             "how often each seed's run started again from fresh weights (the configs' restart_every), "
-             "included in its wall time. What was tried on the tasks no seed solves, and where their "
-             "training stops: `docs/harder.md`.", "",
+             "soft and discrete. Every length n is trained, checked and evaluated at the same machine: "
+             "memory M(n) (the task's minimum plus the config's memory_extra empty cells, filled with "
+             "trash) and T(n) timesteps. Restarts: how often each seed's run (or, in a population, "
+             "its members) started again from fresh weights, included in its wall time. Member-steps: "
+             "steps trained times population size (the best member is the seed's result). What was "
+             "tried on the tasks no seed solves, and where their training stops: `docs/harder.md`.", "",
              "| task | train lengths | train error | 2x soft | 4x soft | 2x discrete | 4x discrete | seeds solved "
-             "| restarts by seed | wall time per seed |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| restarts by seed | member-steps by seed | wall time per seed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for task in dict.fromkeys(r["task"] for r in records):
         runs = [r for r in records if r["task"] == task]
         low, high = runs[0]["train_lengths"]
@@ -92,6 +96,7 @@ def markdown(records: list[dict], device: str) -> str:
             f"| {summary([r['discrete'][-1]['cell_error'] for r in runs])} "
             f"| {sum(solved(r) for r in runs)}/{len(runs)} "
             f"| {', '.join(str(r.get('restarts', '?')) for r in runs)} "
+            f"| {', '.join(str(r.get('member_steps', r.get('steps_trained', '?'))) for r in runs)} "
             f"| {statistics.median(r['seconds'] for r in runs):.0f} s |")
     return "\n".join(lines) + "\n"
 

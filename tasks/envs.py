@@ -148,8 +148,9 @@ class NRAMEnv(gym.Env):
         if self.batch is None:
             raise RuntimeError("call reset() before step()")
         action = np.asarray(action)
-        if not self.action_space.contains(action.astype(self.action_space.dtype, copy=False)):
-            raise ValueError(f"invalid action {action!r}: entries must lie below {self.action_space.nvec.tolist()}")
+        whole = action.dtype.kind in "iub" or (action.dtype.kind == "f" and bool(np.all(action == np.round(action))))
+        if not whole or not self.action_space.contains(action.astype(self.action_space.dtype, copy=False)):
+            raise ValueError(f"invalid action {action!r}: whole numbers, each below {self.action_space.nvec.tolist()}")
         choices = torch.as_tensor(action[:-1], dtype=torch.long)[None]
         gate_inputs, register_sources = split_choices(choices, self.layout)
         self.memory, self.registers, _ = discrete_step(self.memory, self.registers, gate_inputs,
@@ -197,6 +198,9 @@ class NRAMEnv(gym.Env):
         register_slots = len(self.layout.input_slots)
         action[register_slots:register_slots + num_registers] = np.arange(num_registers)
         for register, source in (register_sources or {}).items():
+            if isinstance(register, bool) or not isinstance(register, (int, np.integer)) \
+                    or not 0 <= register < num_registers:
+                raise ValueError(f"register_sources: no register {register!r}; registers are 0..{num_registers - 1}")
             action[register_slots + register] = self._source(source, self.layout.num_sources)
         action[-1] = int(stop)
         return action

@@ -13,7 +13,7 @@ from training.programs import PROGRAMS, zero_patterns
 
 
 def distilled(task_name, margin=8.0, **overrides):
-    config = load_config(default_config_path(task_name), **overrides)
+    config = load_config(default_config_path(task_name), **{"controller": "mlp", **overrides})  # programs go into MLPs
     torch.manual_seed(0)
     model = NRAM(config.machine_config())
     distil_program(model, PROGRAMS[task_name], margin=margin)
@@ -65,6 +65,6 @@ def test_another_controller_or_a_margin_that_is_not_positive_is_refused():
     config = load_config(default_config_path("listk"), controller="lstm")
     with pytest.raises(ValueError, match="plain MLP controller"):
         distil_program(NRAM(config.machine_config()), PROGRAMS["listk"])
-    config = load_config(default_config_path("listk"))
+    config = load_config(default_config_path("listk"), controller="mlp")
     with pytest.raises(ValueError, match="margin must be > 0"):
         distil_program(NRAM(config.machine_config()), PROGRAMS["listk"], margin=0.0)

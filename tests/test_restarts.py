@@ -35,6 +35,9 @@ def test_a_stuck_run_starts_again_from_fresh_weights_optimizer_and_schedules(tmp
     assert trainer.counters["entropy_weight"] == SMALL["entropy_bonus"]
     assert trainer.gradient_noise_std() == trainer.config.gradient_noise ** 0.5  # t = 0 again
     trainer.check_attempt()
+    assert trainer.counters["restarts"] == 1  # the new attempt has not ended yet
+    trainer.step += 4
+    trainer.check_attempt()
     assert trainer.counters["restarts"] == 2  # a new seed each time
     assert not torch.equal(trainer.model.state_dict()["controller.readout.weight"], fresh["controller.readout.weight"])
 
@@ -92,9 +95,11 @@ def test_a_run_that_is_never_solved_trains_to_its_step_budget(tmp_path):
     assert trainer.step == 7 and trainer.counters["restarts"] == 2 and trainer.counters["solved"] == 0
 
 
-def test_stop_when_solved_without_checks_is_rejected():
-    with pytest.raises(ValueError, match="stop_when_solved needs restart_every"):
-        TrainConfig(**SMALL, stop_when_solved=True).validate()
+def test_stop_when_solved_without_restarts_checks_at_evaluations(tmp_path):
+    settings = dict(SMALL, restart_above=1.0, stop_when_solved=True, eval_every=3)
+    trainer = Trainer(TrainConfig(**settings, steps=10), tmp_path, progress=False)
+    trainer.train()
+    assert trainer.step == 3 and trainer.counters["solved"] == 1 and trainer.counters["restarts"] == 0
 
 
 def test_the_loop_restarts_every_restart_every_steps_and_resumes_bit_for_bit(tmp_path):
@@ -108,3 +113,13 @@ def test_the_loop_restarts_every_restart_every_steps_and_resumes_bit_for_bit(tmp
     for name, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name
     assert resumed.counters["restarts"] == 3
+
+
+def test_stop_when_solved_also_checks_at_every_evaluation_without_restarting_there(tmp_path):
+    settings = dict(SMALL, restart_every=6, restart_above=1.0, stop_when_solved=True, eval_every=2)
+    trainer = Trainer(TrainConfig(**settings, steps=10), tmp_path, progress=False)
+    trainer.train()
+    assert trainer.step == 2 and trainer.counters["solved"] == 1  # exact at the first evaluation: stops there
+    stuck = Trainer(TrainConfig(**{**settings, "restart_above": 0.0}, steps=5), tmp_path / "stuck", progress=False)
+    stuck.train()
+    assert stuck.step == 5 and stuck.counters["restarts"] == 0  # evaluations at 2 and 4 end no attempt

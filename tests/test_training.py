@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from training.cli import main
 from training.config import TrainConfig
+from training.signals import Interrupted
 from training.trainer import Trainer, TrainingDiverged
 
 SMALL = dict(task="access", min_length=2, max_length=4, timesteps=3, timesteps_per_length=0.0,
@@ -49,12 +51,13 @@ def test_cli_says_the_budget_of_a_run_that_stops_when_solved_and_how_it_ended(tm
     solved = write_config(tmp_path / "solved.toml", restart_every=2, restart_above=1.0, stop_when_solved=True)
     assert main(["train", "--config", solved, "--steps", "8", "--out", str(tmp_path / "solved")]) == 0
     shown = capsys.readouterr().out
-    assert "for up to 8 steps (attempts of 2, ending at the first at most 100.0% wrong one)" in shown
-    assert "solved at step 2, after 0 restarts" in shown
+    assert "for a budget of 8 steps in attempts of 2, stopping at the first check that finds it at most 100.0% " \
+           "wrong" in shown
+    assert "solved: at most 100.0% wrong at every training length (2..4) at step 2, after 0 restarts" in shown
     stuck = write_config(tmp_path / "stuck.toml", restart_every=2, restart_above=0.0, stop_when_solved=True)
     assert main(["train", "--config", stuck, "--steps", "4", "--out", str(tmp_path / "stuck")]) == 0
     shown = capsys.readouterr().out
-    assert "ending at the first exact one" in shown and "not solved within 4 steps, after 1 restart\n" in shown
+    assert "stopping at the first check that finds it exact" in shown and "not solved after 4 steps and 1 restart;" in shown
 
 
 def test_cli_rejects_a_bad_nram_native_before_training(tmp_path, capsys, monkeypatch):
@@ -91,7 +94,8 @@ def test_tensorboard_events_hold_scalars_images_and_hparams(tmp_path):
         assert tag in tags["scalars"], tag
     assert [e.step for e in events.Scalars("train/loss")] == [2, 4]
     assert {"memory/length_4", "memory/length_8"} <= set(tags["images"])
-    assert events.Images("memory/length_4")[-1].height == 6 * 8  # M(4) = 6 cells, 8 pixels each
+    image = events.Images("memory/length_4")[-1]
+    assert image.width > 600 and image.height > 200  # a labelled figure, not a raw M x 3M bitmap
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
     assert "hparam/cell_error_length_8" in tags["scalars"]
 
@@ -111,19 +115,44 @@ def test_resume_continues_bit_for_bit(tmp_path, optimizer):
     assert straight.counters["skipped_steps"] == resumed.counters["skipped_steps"] == 0
 
 
-def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, monkeypatch):
-    trainer = Trainer(TrainConfig(**SMALL, steps=50), tmp_path, progress=False)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_step_ends_the_run_after_that_step_and_resume_is_bit_for_bit(tmp_path, monkeypatch, signum):
+    settings = dict(SMALL, gradient_noise=0.05)
+    straight = Trainer(TrainConfig(**settings, steps=8), tmp_path / "straight", progress=False)
+    straight.train()
+    trainer = Trainer(TrainConfig(**settings, steps=8), tmp_path / "split", progress=False)
     original = trainer.train_step
 
-    def interrupted_step():
+    def signalled_step():
         if trainer.step == 3:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signum)  # arrives inside the step, after its batch is drawn
         return original()
 
-    monkeypatch.setattr(trainer, "train_step", interrupted_step)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(trainer, "train_step", signalled_step)
+    before = signal.getsignal(signum)
+    with pytest.raises(Interrupted) as stopped:
         trainer.train()
-    assert Trainer(TrainConfig(**SMALL, steps=50), tmp_path, resume=True, progress=False).step == 3
+    assert stopped.value.exit_code == 128 + signum
+    assert signal.getsignal(signum) is before  # the handler is put back
+    resumed = Trainer(TrainConfig(**settings, steps=8), tmp_path / "split", resume=True, progress=False)
+    assert resumed.step == 4  # the step the signal landed in was finished, then saved
+    resumed.train()
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+
+
+def test_a_signal_during_the_final_evaluation_still_leaves_the_checkpoint(tmp_path, monkeypatch):
+    trainer = Trainer(TrainConfig(**SMALL, steps=4), tmp_path, progress=False)
+    original = trainer._log_evaluation
+
+    def signalled_evaluation(*args):
+        os.kill(os.getpid(), signal.SIGINT)
+        return original(*args)
+
+    monkeypatch.setattr(trainer, "_log_evaluation", signalled_evaluation)
+    with pytest.raises(Interrupted, match="at the end of the run"):
+        trainer.train()
+    assert Trainer(TrainConfig(**SMALL, steps=4), tmp_path, resume=True, progress=False).step == 4
 
 
 def test_nan_guard_skips_steps_then_aborts_with_a_clear_message(tmp_path):

@@ -68,7 +68,10 @@ def sweep(base: TrainConfig, lrs: Sequence[float], weight_decays: Sequence[float
     for r in undecayed:
         growth = j2_slope(r["J_trajectory"], every)
         recommendations[f"{r['lr']:g}"] = recommended_weight_decay(max(growth, 0.0), r["lr"], base.momentum)
-    plot_phase_diagram(records, out / "phase.png", title=f"{base.task}: J of {records[0]['matrix']}")
+    plot_phase_diagram(records, out / "phase.png",
+                       title=f"{base.task}: order parameter J = std(W) sqrt(fan-in) of the controller's "
+                             f"hidden-to-hidden weights ({records[0]['matrix']}), SGD momentum {base.momentum}, "
+                             f"{base.steps} steps per run")
     report = {"task": base.task, "momentum": base.momentum, "batch_size": base.batch_size,
               "steps": base.steps, "records": records, "recommended_weight_decay": recommendations}
     (out / "phase.json").write_text(json.dumps(report, indent=1))

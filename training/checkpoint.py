@@ -9,7 +9,10 @@ half-written checkpoint behind.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` (plus format and version) atomically to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two writers never share one
     torch.save({"format": FORMAT, "version": VERSION, **payload}, temporary)
     os.replace(temporary, path)
 
@@ -41,8 +44,10 @@ def first_sentence(text: str) -> str:
     return (text.splitlines() or [""])[0].split(". ")[0]
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read and sanity-check a checkpoint; raise :class:`CheckpointError` with the reason if it is bad."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    required: tuple[str, ...] = REQUIRED_KEYS) -> dict[str, Any]:
+    """Read and sanity-check a checkpoint holding the ``required`` entries; raise
+    :class:`CheckpointError` with the reason if it is bad."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
@@ -55,7 +60,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path} is not an nram checkpoint")
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}; this nram reads {VERSION}")
-    missing = [key for key in REQUIRED_KEYS if key not in payload]
+    missing = [key for key in required if key not in payload]
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}")
     return payload
@@ -70,3 +75,38 @@ def model_from_checkpoint(payload: dict[str, Any], device: str | torch.device = 
     except RuntimeError as error:
         raise CheckpointError(f"checkpoint weights do not fit its own config: {str(error).splitlines()[0]}") from None
     return model.eval(), config
+
+
+LOCK_NAME = ".lock"
+"""The file in a run directory that :func:`locked_run_directory` locks; it holds the owner's pid."""
+
+
+@contextlib.contextmanager
+def locked_run_directory(path: str | Path) -> Iterator[Path]:
+    """Create ``path`` if needed and hold an exclusive lock on it while the block runs, so two
+    runs never write one directory; a second gets a ``ValueError`` naming the first's pid.
+    The lock is the operating system's (``flock``): it goes when the process does, however it ends."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        handle = open(path / LOCK_NAME, "a+")
+    except OSError as error:
+        raise ValueError(f"cannot write to {path}: {error.strerror}") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ValueError(f"{path} is in use by another nram run (pid {holder}); wait for it or choose "
+                             f"another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield path
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -9,8 +9,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.metadata
 import json
+import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -20,12 +24,14 @@ from nram import native
 from nram.discrete import trace_discrete
 from tasks import TASK_NAMES, get_task
 from training.chaos_sweep import sweep
-from training.checkpoint import load_checkpoint, model_from_checkpoint
+from training.checkpoint import load_checkpoint, locked_run_directory, model_from_checkpoint
 from training.config import TrainConfig, default_config_path, load_config
 from training.distributed import shutdown_workers
 from training.evaluate import evaluate
 from training.show import format_trace
-from training.trainer import CHECKPOINT_NAME, Trainer, TrainingDiverged
+from training.signals import Interrupted
+from training.population import POPULATION_KEYS, POPULATION_NAME, PopulationTrainer
+from training.trainer import CHECKPOINT_NAME, Trainer, TrainingDiverged, check_memory_fits
 
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
@@ -44,67 +50,127 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 def base_config(args: argparse.Namespace) -> TrainConfig:
     """The config before the optimizer-option flags."""
-    overrides = {"task": args.task, "steps": args.steps, "seed": args.seed, "device": args.device,
+    task = get_task(args.task).name if args.task is not None else None  # case is ignored; unknown names fail
+    overrides = {"task": task, "steps": args.steps, "seed": args.seed, "device": args.device,
                  "optimizer": args.optimizer, "lr": args.lr, "threads": args.threads,
-                 "controller": args.controller, "dropout": args.dropout, "dropout_p": args.dropout_p}
+                 "controller": args.controller, "dropout": args.dropout, "dropout_p": args.dropout_p,
+                 "population": args.population}
     out = Path(args.out) if args.out else None
     if args.resume:
         if out is None:
             raise ValueError("--resume needs --out DIR, the directory of the run to continue")
-        payload = load_checkpoint(out / CHECKPOINT_NAME)
+        if args.config is not None:
+            raise ValueError("--resume continues the checkpoint's own config; --config cannot change it "
+                             "(flags such as --steps can)")
+        source = out / POPULATION_NAME
+        if source.exists():
+            payload = load_checkpoint(source, required=POPULATION_KEYS)
+        else:
+            source = out / CHECKPOINT_NAME
+            payload = load_checkpoint(source)
         values = dict(payload["config"])
-        if args.task is not None and args.task != values["task"]:
-            raise ValueError(f"--task {args.task} does not match the checkpoint in {out} (task {values['task']})")
+        if task is not None and task != values["task"]:
+            raise ValueError(f"--task {task} does not match the checkpoint in {out} (task {values['task']})")
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return TrainConfig.from_dict(values, source=str(out / CHECKPOINT_NAME))
-    if args.task is None and args.config is None:
+        return TrainConfig.from_dict(values, source=str(source))
+    if task is None and args.config is None:
         raise ValueError("say which task to train: --task NAME (one of " + ", ".join(TASK_NAMES) + ")")
-    if args.task is not None:
-        get_task(args.task)  # an unknown name fails here, with the list of valid ones
-    path = args.config or default_config_path(args.task)
+    path = args.config or default_config_path(task)
     if path is None:
         return TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None}, source="flags")
     return load_config(path, **overrides)
 
 
+HARDER_TASKS = ("permutation", "listk", "listsearch", "merge", "walkbst")
+"""Tasks no shipped config learns to the paper's error yet; docs/harder.md says where training stops."""
+RESULTS_NAME = "results.json"
+"""The summary a finished ``nram train`` writes beside its checkpoint (:func:`run_summary`)."""
+
+
 def command_train(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
     config = build_config(args)
     out = Path(args.out) if args.out else Path("runs") / f"{config.task}-seed{config.seed}"
-    if not args.resume and (out / CHECKPOINT_NAME).exists():
-        raise ValueError(f"{out} already holds a run; continue it with --resume or choose another --out")
-    trainer = Trainer(config, out, resume=args.resume)
-    if not trainer.workers.is_main:
-        return run_quietly(trainer)
+    check_memory_fits(config)  # before the run directory is made
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    lock = locked_run_directory(out) if main_rank else contextlib.nullcontext(out)
+    with lock:
+        if not args.resume and any((out / name).exists() for name in (CHECKPOINT_NAME, POPULATION_NAME)):
+            raise ValueError(f"{out} already holds a run; continue it with --resume or choose another --out")
+        trainer = (PopulationTrainer if config.population > 1 else Trainer)(config, out, resume=args.resume)
+        if not trainer.workers.is_main:
+            return run_quietly(trainer)
+        if args.resume and config.stop_when_solved and trainer.counters["solved"]:
+            print(f"the run in {out} was solved at step {trainer.step}: nothing to train. To train on, "
+                  f"set stop_when_solved = false in a config, or start a new run with another --out")
+            return 0
+        print(f"training {describe(config)}; writing {out.resolve()} (TensorBoard: tensorboard --logdir {out})")
+        try:
+            final = trainer.train()
+        except Interrupted as stopped:
+            shutdown_workers(trainer.workers)
+            print(f"\nnram: {stopped}", file=sys.stderr)
+            return stopped.exit_code
+        except KeyboardInterrupt:
+            print(f"\nnram: stopped at once; the last checkpoint written is {trainer.checkpoint_path}",
+                  file=sys.stderr)
+            return 130
+        except TrainingDiverged as error:
+            print(f"nram: training diverged: {error}", file=sys.stderr)
+            return 1
+        shutdown_workers(trainer.workers)
+        longest = config.max_length
+        discrete = trainer.evaluate([longest, 2 * longest, 4 * longest], discrete=True)
+        print_results(final + discrete)
+        summary = run_summary(trainer, final, discrete, time.perf_counter() - started)
+        write_text(out / RESULTS_NAME, json.dumps(summary, indent=1))
+        print(summary["sentence"])
+        print(f"checkpoint: {trainer.checkpoint_path}  summary: {out / RESULTS_NAME}")
+    return 0
+
+
+def describe(config: TrainConfig) -> str:
+    """What a run trains, for its first line: members, task, lengths, memory, budget, device."""
+    members = f"{config.population} members of " if config.population > 1 else ""
     passing = "exact" if config.restart_above == 0 else f"at most {config.restart_above:.1%} wrong"
-    budget = (f"up to {config.steps} steps (attempts of {config.restart_every}, ending at the first {passing} one)"
-              if config.stop_when_solved and config.steps > config.restart_every else f"{config.steps} steps")
-    print(f"training {config.task} (lengths {config.min_length}..{config.max_length}, "
-          f"M up to {config.memory_size_for(config.max_length)}) "
-          f"for {budget} on {config.device}; TensorBoard: tensorboard --logdir {out}")
-    try:
-        final = trainer.train()
-    except KeyboardInterrupt:
-        return 130
-    except TrainingDiverged as error:
-        print(f"nram: training diverged: {error}", file=sys.stderr)
-        return 1
-    shutdown_workers(trainer.workers)
-    print_results(final)
+    budget = f"a budget of {config.steps} steps"
+    if config.restart_every and config.steps > config.restart_every:
+        budget += f" in attempts of {config.restart_every}"
+    if config.stop_when_solved:
+        budget += f", stopping at the first check that finds it {passing} (every {config.eval_every} steps)"
+    return (f"{members}{config.task} (lengths {config.min_length}..{config.max_length}, M up to "
+            f"{config.memory_size_for(config.max_length)}, T up to {config.timesteps_for(config.max_length)}) "
+            f"for {budget} on {config.device}")
+
+
+def run_summary(trainer: Trainer, soft: list[dict], discrete: list[dict], seconds: float) -> dict:
+    """How a run ended, as results.json holds it, with one true sentence saying so."""
+    config = trainer.config
+    train_records = [r for r in soft if config.min_length <= r["length"] <= config.max_length]
+    errors = [r["cell_error"] for r in train_records]
+    solved = bool(errors) and max(errors) <= config.restart_above
     restarts = int(trainer.counters["restarts"])
     restarted = f"{restarts} restart{'s' * (restarts != 1)}"
-    if config.stop_when_solved:
-        print(f"solved at step {trainer.step}, after {restarted}" if trainer.counters["solved"]
-              else f"not solved within {trainer.step} steps, after {restarted}")
-    elif config.restart_every:
-        print(f"{restarted} in {trainer.step} steps")
-    print(f"checkpoint: {trainer.checkpoint_path}")
-    return 0
+    by_length = ", ".join(f"{r['length']}: {r['cell_error']:.1%}" for r in train_records)
+    if solved:
+        passing = "exact" if config.restart_above == 0 else f"at most {config.restart_above:.1%} wrong"
+        sentence = (f"solved: {passing} at every training length ({config.min_length}..{config.max_length}) "
+                    f"at step {trainer.step}, after {restarted}")
+    else:
+        sentence = f"not solved after {trainer.step} steps and {restarted}; cell error by length {by_length}"
+        if config.task in HARDER_TASKS:
+            sentence += f". No shipped config learns {config.task} yet: docs/harder.md says where training stops"
+    return {"task": config.task, "seed": config.seed, "population": config.population, "solved": solved,
+            "sentence": sentence, "steps": trainer.step, "budget": config.steps, "restarts": restarts,
+            "wall_seconds": round(seconds, 2), "soft": soft, "discrete": discrete}
 
 
 def run_quietly(trainer: Trainer) -> int:
     """A worker other than rank 0 under torchrun: train, print nothing (rank 0 reports)."""
     try:
         trainer.train()
+    except Interrupted as stopped:
+        return stopped.exit_code
     except KeyboardInterrupt:
         return 130
     except TrainingDiverged:
@@ -125,9 +191,13 @@ def parse_numbers(text: str, flag: str, kind: type, minimum: float) -> list:
 
 
 def command_eval(args: argparse.Namespace) -> int:
-    lengths = parse_numbers(args.lengths, "--lengths", int, 1)
+    if args.examples < 1:
+        raise ValueError(f"--examples needs at least 1 example per length, got {args.examples}")
     device = args.device or "cpu"
+    check_device(device)
     model, config = model_from_checkpoint(load_checkpoint(args.checkpoint, map_location=device), device)
+    longest = config.max_length
+    lengths = parse_numbers(args.lengths, "--lengths", int, 1) if args.lengths else [longest, 2 * longest, 4 * longest]
     task = get_task(config.task)
     records = evaluate(model, task, lengths, memory_size_for=config.memory_size_for,
                        timesteps_for=config.timesteps_for, examples=args.examples, discrete=args.discrete,
@@ -137,8 +207,24 @@ def command_eval(args: argparse.Namespace) -> int:
     if args.json:
         report = {"task": config.task, "train_lengths": [config.min_length, config.max_length],
                   "checkpoint": str(args.checkpoint), "results": records}
-        Path(args.json).write_text(json.dumps(report, indent=1))
+        write_text(Path(args.json), json.dumps(report, indent=1))
     return 0
+
+
+def check_device(device: str) -> None:
+    """Raise ``ValueError`` unless ``device`` is cpu, or cuda[:N] on a machine where torch sees it."""
+    TrainConfig(device=device).validate()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: torch sees no CUDA device on this machine")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, creating its folder; a path that cannot be written is a ``ValueError``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as error:
+        raise ValueError(f"cannot write {path}: {error.strerror}") from None
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -153,6 +239,8 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_chaos(args: argparse.Namespace) -> int:
+    if args.every < 1 or args.steps < 1:
+        raise ValueError(f"--steps and --every must be >= 1, got {args.steps} and {args.every}")
     lrs = parse_numbers(args.lrs, "--lrs", float, 0)
     decays = parse_numbers(args.weight_decays, "--weight-decays", float, 0)
     path = args.config or default_config_path(args.task)
@@ -178,31 +266,50 @@ def print_results(records: list[dict]) -> None:
               f"{r['example_accuracy']:>7.3f} {r['examples']:>8}")
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that shows each flag's default, unless it has none (None) or its help already says."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nram", description="Neural Random-Access Machines.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
+    formatter = DefaultsHelpFormatter
 
-    train = commands.add_parser("train", help="train an NRAM on a task")
+    train = commands.add_parser("train", help="train an NRAM on a task", formatter_class=formatter,
+                                description="Train on a task. Flags left out take the task's shipped config "
+                                            "(training/configs/<task>.toml), then TrainConfig's defaults.")
     train.add_argument("--task", choices=None, help="one of " + ", ".join(TASK_NAMES))
     train.add_argument("--config", help="TOML file of TrainConfig fields (default: the task's shipped config)")
-    train.add_argument("--steps", type=int, help="optimizer steps")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--device", help="cpu, cuda or cuda:N")
-    train.add_argument("--optimizer", help="adam, sgd, rbd or fpd")
-    train.add_argument("--lr", type=float)
+    train.add_argument("--steps", type=int, help="step budget (default: the config's)")
+    train.add_argument("--seed", type=int, help="seeds weights, batches, noise and directions (default: the config's)")
+    train.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's, cpu)")
+    train.add_argument("--optimizer", help="adam, sgd, rbd or fpd (default: the config's)")
+    train.add_argument("--lr", type=float, help="learning rate (default: the config's)")
     train.add_argument("--rbd-dims", type=int, help="random directions per compartment (rbd, fpd)")
     train.add_argument("--rbd-compartments", help="module, global or a number of equal chunks (rbd, fpd)")
     train.add_argument("--threads", type=int, help="CPU threads for torch")
     train.add_argument("--controller", help="mlp, lstm or gated")
     train.add_argument("--dropout", help="none, batchwise or samplewise (mlp controller)")
     train.add_argument("--dropout-p", type=float, help="dropout rate")
+    train.add_argument("--population", type=int,
+                       help="train this many members side by side as one vectorised model (seeds seed..seed+P-1); "
+                            "the run stops at the first exact one and saves it as checkpoint.pt")
     train.add_argument("--out", help="run directory (default runs/<task>-seed<seed>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     train.set_defaults(handler=command_train)
 
-    evaluate_parser = commands.add_parser("eval", help="error by length of a trained checkpoint")
+    evaluate_parser = commands.add_parser("eval", help="error by length of a trained checkpoint",
+                                          formatter_class=formatter)
     evaluate_parser.add_argument("--checkpoint", required=True)
-    evaluate_parser.add_argument("--lengths", required=True, help="comma-separated, e.g. 5,10,20")
+    evaluate_parser.add_argument("--lengths", help="comma-separated, e.g. 5,10,20 (default: the longest training "
+                                                   "length, 2x and 4x it)")
     evaluate_parser.add_argument("--discrete", action="store_true", help="run the discrete machine")
     evaluate_parser.add_argument("--examples", type=int, default=1000, help="examples per length")
     evaluate_parser.add_argument("--seed", type=int, default=1234, help="seed of the evaluation inputs")
@@ -210,13 +317,14 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate_parser.add_argument("--json", help="write the results here")
     evaluate_parser.set_defaults(handler=command_eval)
 
-    run = commands.add_parser("run", help="print one worked example of a checkpoint")
+    run = commands.add_parser("run", help="print one worked example of a checkpoint", formatter_class=formatter)
     run.add_argument("--checkpoint", required=True)
-    run.add_argument("--length", type=int, required=True)
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--length", type=int, required=True, help="input length n (memory M(n) from the config)")
+    run.add_argument("--seed", type=int, default=0, help="seed of the example drawn")
     run.set_defaults(handler=command_run)
 
-    chaos = commands.add_parser("chaos", help="phase diagram of J over learning rate x weight decay")
+    chaos = commands.add_parser("chaos", help="phase diagram of J over learning rate x weight decay",
+                                formatter_class=formatter)
     chaos.add_argument("--task", required=True, help="one of " + ", ".join(TASK_NAMES))
     chaos.add_argument("--config", help="TOML base config (default: the task's shipped config)")
     chaos.add_argument("--lrs", default="0.01,0.03,0.1,0.3", help="comma-separated SGD learning rates")
@@ -230,6 +338,14 @@ def make_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--out", help="output directory (default runs/chaos-<task>)")
     chaos.set_defaults(handler=command_chaos)
     return parser
+
+
+def package_version() -> str:
+    """The installed nram distribution's version ("unknown" when run from a source tree not installed)."""
+    try:
+        return importlib.metadata.version("nram")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:

@@ -1,13 +1,15 @@
 """TrainConfig: every setting of a training run, with the paper's choices as defaults.
 
 A config is plain data: ``dataclasses.asdict(config)`` goes into checkpoints and TensorBoard,
-and a TOML file (``configs/<task>.toml``) or command-line flags override the defaults.
+and a TOML file (``training/configs/<task>.toml``) or command-line flags override the defaults.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
+import typing
 from importlib import resources
 import sys
 from dataclasses import dataclass, field
@@ -21,6 +23,14 @@ else:
 
 from nram.model import MachineConfig
 from tasks import get_task
+
+
+FINITE_SETTINGS = ("lr", "weight_decay", "momentum", "clip_value", "clip_norm", "gradient_noise", "entropy_bonus",
+                   "entropy_decay", "log_eps", "promote_below", "dropout_p", "restart_above", "timesteps_per_length",
+                   "exploit_fraction")
+"""Float settings that must not be inf or NaN (NaN would silently switch a feature off)."""
+RANGED_SETTINGS = ("lr", "weight_decay", "gradient_noise", "entropy_bonus")
+"""Settings a population may draw per member (``TrainConfig.population_ranges``)."""
 
 
 @dataclass
@@ -46,7 +56,7 @@ class TrainConfig:
     """The curriculum moves to the next level when the per-cell error at its level falls below this."""
     memory_extra: int = 0
     """Cells beyond the task's minimum: M(n) = task.min_memory_size(n) + memory_extra."""
-    batch_by_length: bool = False
+    batch_by_length: bool = True
     """Train each length in a batch at its own M(n) and T(n), as evaluation runs it (one rollout
     per length); false runs the whole batch at the M and T of its longest input (one rollout)."""
     timesteps: int = 2
@@ -85,6 +95,10 @@ class TrainConfig:
     """Then the whole gradient is rescaled to at most this norm (0 disables)."""
     gradient_noise: float = 0.01
     """eta of the annealed gradient noise N(0, eta / (1 + step)^0.55) (Neelakantan et al. 2015); 0 disables."""
+    noise_relative: bool = False
+    """Scale the noise to the gradient: its expected norm is sqrt(eta / (1 + step)^0.55) times the
+    clipped gradient's norm (so with eta <= 1 never larger than the gradient), instead of a fixed
+    per-element variance. Either way the noise stops while the last check found the run exact."""
     entropy_bonus: float = 0.0
     """Initial weight of the choice-entropy bonus subtracted from the loss; 0 disables."""
     entropy_decay: float = 0.999
@@ -103,9 +117,25 @@ class TrainConfig:
     restart_above: float = 0.0
     """See restart_every."""
     stop_when_solved: bool = False
-    """End the run at the first check (every restart_every steps) that finds its error at or
-    below restart_above, instead of training on; ``steps`` then bounds all attempts together.
-    A run that ended so stays ended when resumed."""
+    """End the run at the first check (every eval_every and every restart_every steps) that
+    finds its error at or below restart_above, instead of training on; ``steps`` then bounds
+    all attempts together. A run that ended so stays ended when resumed."""
+
+    population: int = 1
+    """Members trained side by side as one vectorised model (``nram train --population P``):
+    member i has seed ``seed + i`` and its own batches, noise, optimizer state, curriculum and
+    restarts. 1 is one ordinary run."""
+    population_ranges: dict[str, list[float]] = field(default_factory=dict)
+    """Per-member hyperparameters drawn log-uniformly from ``[low, high]``, e.g. {"lr": [0.001,
+    0.01]}; keys among lr, weight_decay, gradient_noise, entropy_bonus. Member 0 keeps the
+    config's own values."""
+    exploit_every: int = 0
+    """Population-based training: every this many steps the worst ``exploit_fraction`` of the
+    members (by error over the training lengths) are replaced, alternately by a copy of a
+    random member of the best ``exploit_fraction`` with each ranged hyperparameter multiplied
+    by 0.8 or 1.25, and by fresh weights; 0 never."""
+    exploit_fraction: float = 0.25
+    """See exploit_every."""
 
     log_every: int = 50
     """Steps between scalar logs (loss, error, grad norm, lr, curriculum level)."""
@@ -136,7 +166,11 @@ class TrainConfig:
         return self.timesteps + math.ceil(self.timesteps_per_length * length)
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first setting that is out of range."""
+        """Raise ``ValueError`` naming the first setting of the wrong type or out of range."""
+        self._validate_types()
+        finite = [name for name in FINITE_SETTINGS if not math.isfinite(getattr(self, name))]
+        if finite:
+            raise ValueError(f"{finite[0]} must be a finite number, got {getattr(self, finite[0])}")
         checks = [
             (self.steps >= 0, f"steps must be >= 0, got {self.steps}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
@@ -147,17 +181,56 @@ class TrainConfig:
             (self.timesteps >= 0 and self.timesteps_per_length >= 0 and self.timesteps_for(self.min_length) >= 1,
              "timesteps and timesteps_per_length must be >= 0 and give at least one step"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (min(self.weight_decay, self.momentum, self.clip_value, self.clip_norm, self.gradient_noise,
+                 self.entropy_bonus) >= 0,
+             "weight_decay, momentum, clip_value, clip_norm, gradient_noise and entropy_bonus must be >= 0"),
+            (0 < self.entropy_decay <= 1 and 0 < self.log_eps < 1 and 0 <= self.dropout_p < 1,
+             "need 0 < entropy_decay <= 1, 0 < log_eps < 1 and 0 <= dropout_p < 1"),
+            (self.threads >= 0, f"threads must be >= 0 (0: torch's default), got {self.threads}"),
+            (self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", self.device) is not None,
+             f"device must be cpu, cuda or cuda:N, got {self.device!r}"),
             (self.nan_patience >= 1, f"nan_patience must be >= 1, got {self.nan_patience}"),
             (self.restart_every >= 0, f"restart_every must be >= 0, got {self.restart_every}"),
             (0 <= self.restart_above <= 1, f"restart_above must be in [0, 1], got {self.restart_above}"),
-            (self.restart_every or not self.stop_when_solved,
-             "stop_when_solved needs restart_every > 0: the run is checked every restart_every steps"),
+            (self.population >= 1, f"population must be >= 1, got {self.population}"),
+            (self.exploit_every >= 0 and 0 < self.exploit_fraction <= 0.5,
+             f"need exploit_every >= 0 and 0 < exploit_fraction <= 0.5, got {self.exploit_every} and "
+             f"{self.exploit_fraction}"),
             (min(self.log_every, self.eval_every, self.checkpoint_every, self.eval_examples) >= 1,
              "log_every, eval_every, checkpoint_every and eval_examples must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        self._validate_ranges()
+
+    def _validate_types(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for field_ in dataclasses.fields(self):
+            expected = typing.get_origin(hints[field_.name]) or hints[field_.name]
+            value = getattr(self, field_.name)
+            if expected is float:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            elif expected is int:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, expected)
+            if not ok:
+                raise ValueError(f"{field_.name} must be of type {expected.__name__}, got {value!r}")
+
+    def _validate_ranges(self) -> None:
+        if not isinstance(self.population_ranges, dict):
+            raise ValueError(f"population_ranges must be a table of name = [low, high], got {self.population_ranges!r}")
+        for name, bounds in self.population_ranges.items():
+            if name not in RANGED_SETTINGS:
+                raise ValueError(f"population_ranges: unknown setting {name!r}; ranges can be given for "
+                                 f"{', '.join(RANGED_SETTINGS)}")
+            ok = (isinstance(bounds, (list, tuple)) and len(bounds) == 2
+                  and all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds))
+            if not ok or not 0 < bounds[0] <= bounds[1]:
+                raise ValueError(f"population_ranges.{name} must be [low, high] with 0 < low <= high, got {bounds!r}")
+        if self.population_ranges and self.population < 2:
+            raise ValueError("population_ranges needs population >= 2")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain Python types, for checkpoints and TensorBoard."""
@@ -183,6 +256,8 @@ def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
         values = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ValueError(f"config file {path} does not exist") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
+        raise ValueError(f"config file {path} cannot be read: {type(error).__name__}") from None
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"config file {path} is not valid TOML: {error}") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -190,6 +265,6 @@ def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
 
 
 def default_config_path(task: str) -> Path | None:
-    """The shipped ``configs/<task>.toml`` for a task (installed as ``training.configs``), if any."""
+    """The shipped ``training/configs/<task>.toml`` for a task, if any."""
     path = Path(str(resources.files("training.configs").joinpath(f"{task}.toml")))
     return path if path.exists() else None

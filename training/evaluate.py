@@ -31,10 +31,24 @@ def final_memory(model: NRAM, memory0: Tensor, steps: int, discrete: bool) -> Te
     return model.output_memory(memory0, steps).argmax(-1)
 
 
+EVAL_CHUNK = 500
+"""Evaluation samples and runs its examples in batches of at most this many."""
+
+
+def evaluation_batches(task: Task, length: int, memory_size: int, examples: int, seed: int,
+                       device: torch.device | str = "cpu") -> list[TaskBatch]:
+    """The inputs :func:`evaluate` scores at one length: ``examples`` examples in batches of at most
+    :data:`EVAL_CHUNK`, drawn from a generator seeded by ``seed`` and the length, so two models
+    (or the members of a population) given the same seed see the same inputs."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + length)
+    return [task.sample(min(EVAL_CHUNK, examples - start), length, memory_size, generator, device=device)
+            for start in range(0, examples, EVAL_CHUNK)]
+
+
 @torch.no_grad()
 def evaluate(model: NRAM, task: Task, lengths: Iterable[int], *, memory_size_for: Callable[[int], int],
              timesteps_for: Callable[[int], int], examples: int = 1000, discrete: bool = False,
-             seed: int = 1234, batch_size: int = 500, device: torch.device | str = "cpu") -> list[dict]:
+             seed: int = 1234, device: torch.device | str = "cpu") -> list[dict]:
     """Per-cell error and per-example accuracy at each length.
 
     Every length gets ``examples`` fresh examples (seeded by ``seed`` and the length, so two
@@ -47,10 +61,8 @@ def evaluate(model: NRAM, task: Task, lengths: Iterable[int], *, memory_size_for
     records = []
     for length in lengths:
         memory_size = memory_size_for(length)
-        generator = torch.Generator().manual_seed(seed * 100_003 + length)
         wrong_cells = scored_cells = solved = 0
-        for start in range(0, examples, batch_size):
-            batch = task.sample(min(batch_size, examples - start), length, memory_size, generator, device=device)
+        for batch in evaluation_batches(task, length, memory_size, examples, seed, device):
             wrong, scored = cell_errors(final_memory(model, batch.memory, timesteps_for(length), discrete), batch)
             wrong_cells += int(wrong.sum())
             scored_cells += int(scored.sum())

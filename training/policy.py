@@ -7,12 +7,17 @@ as the discrete machine does under ``nram eval --discrete``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
+import tasks  # noqa: F401  (registers the environments)
 from nram.model import NRAM
+from training.checkpoint import load_checkpoint, model_from_checkpoint
+from training.config import TrainConfig
 
 
 class ControllerPolicy:
@@ -23,10 +28,31 @@ class ControllerPolicy:
     ``MultiDiscrete`` vector in :class:`nram.circuit.CircuitLayout` order, stop bit last.
     """
 
-    def __init__(self, model: NRAM):
+    def __init__(self, model: NRAM, config: TrainConfig | None = None):
         self.model = model.eval()
+        self.config = config
+        """The run's config, when the policy comes from a checkpoint: the machine it was trained at."""
         self.readout = None
         self.state: Any = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "ControllerPolicy":
+        """The controller of a checkpoint written by ``nram train``, with its config."""
+        model, config = model_from_checkpoint(load_checkpoint(path, map_location=device), device)
+        return cls(model, config)
+
+    def make_env(self, length: int, **kwargs: Any) -> gym.Env:
+        """The task's env ``nram/<Task>-v0`` at length n on the machine this policy was trained and
+        evaluated at: its registers and gates, memory M(n) and ``max_steps`` T(n), so an episode
+        scores what ``nram eval --discrete`` does. ``kwargs`` go to ``gym.make`` (e.g. render_mode)."""
+        if self.config is None:
+            raise ValueError("make_env needs the run's config: build the policy with ControllerPolicy.from_checkpoint")
+        config, layout = self.config, self.model.layout
+        title = tasks.get_task(config.task).title
+        settings = dict(length=length, memory_size=config.memory_size_for(length),
+                        num_registers=layout.num_registers, gates=layout.gates,
+                        max_steps=config.timesteps_for(length))
+        return gym.make(f"nram/{title}-v0", **{**settings, **kwargs})
 
     @torch.no_grad()
     def reset(self) -> None:

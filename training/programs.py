@@ -136,8 +136,8 @@ PERMUTATION = Program(("a", "i", "s", "phase"), [
 
 # ListK [head, k, 0, ...]: p := head (k := 1 to address cell 1 next), then k := mem[1], then k hops
 # p := mem[p] while k counts down, then cell 2 := mem[p + 1]. WRITE(2, READ) fires every step;
-# only its last value counts.
-LISTK = Program(("p", "k", "started", "value_at"), [
+# only its last value counts. The shipped circuit has a fifth register, which this program leaves at 0.
+LISTK = Program(("p", "k", "started", "value_at", "spare"), [
     ({"p": True}, {"read": "p", "p": "read", "k": "one", "write": ("two", "read")}),
     ({"started": True}, {"read": "k", "k": "read", "inc": "p", "value_at": "inc", "started": "one",
                          "write": ("two", "read")}),

@@ -61,5 +61,5 @@ def format_trace(trace: DiscreteTrace, layout: CircuitLayout, batch: TaskBatch, 
     lines.append(f"memory after:  {format_cells(final, batch.mask[example])}")
     lines.append(f"target:        {format_cells(batch.target[example], batch.mask[example])}")
     wrong = int(((final != batch.target[example]) & batch.mask[example]).sum())
-    lines.append(f"scored cells wrong: {wrong} of {int(batch.mask[example].sum())}")
+    lines.append(f"scored cells wrong: {wrong} of {int(batch.mask[example].sum())} ([v]: a scored cell)")
     return "\n".join(lines)

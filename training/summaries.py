@@ -4,39 +4,52 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from torch.utils.tensorboard import SummaryWriter
 
 from nram.model import NRAM
 from tasks.base import Task
 from training.config import TrainConfig
 
-PIXELS_PER_CELL = 8
+FIGURE_DPI = 100
 
 
 @torch.no_grad()
-def memory_heatmap(model: NRAM, task: Task, length: int, memory_size: int, steps: int, seed: int,
-                   device: torch.device) -> torch.Tensor:
-    """One example as an image ``[H, W]`` in [0, 1]: initial memory | output distribution | target.
-
-    Rows are cells, columns values; each panel is ``M x M`` (``P(cell i holds j)``), scaled up
-    by :data:`PIXELS_PER_CELL` and separated by a grey column.
-    """
+def memory_figure(model: NRAM, task: Task, length: int, memory_size: int, steps: int, seed: int,
+                  device: torch.device) -> Figure:
+    """One example as a figure of three labelled heatmaps, ``P(cell i holds value j)``: the initial
+    memory, the machine's output distribution and the target, cells down and values across, on one
+    colour scale with its bar; the scored cells are framed in red in the output and the target."""
     batch = task.sample(1, length, memory_size, torch.Generator().manual_seed(seed), device=device)
-    panels = [F.one_hot(batch.memory[0], memory_size).float(),
-              model.output_memory(batch.memory, steps)[0].float(),
-              F.one_hot(batch.target[0], memory_size).float()]
-    gap = torch.full((memory_size, 1), 0.5, device=device)
-    image = torch.cat([panels[0], gap, panels[1], gap, panels[2]], dim=1)
-    return image.repeat_interleave(PIXELS_PER_CELL, 0).repeat_interleave(PIXELS_PER_CELL, 1).cpu()
+    panels = [("initial memory", F.one_hot(batch.memory[0], memory_size).float()),
+              (f"output after up to {steps} steps", model.output_memory(batch.memory, steps)[0].float()),
+              ("target", F.one_hot(batch.target[0], memory_size).float())]
+    size = min(4.5, 2.0 + 0.12 * memory_size)
+    figure = Figure(figsize=(3 * size + 1.2, size + 0.8), dpi=FIGURE_DPI, layout="constrained")
+    axes = figure.subplots(1, 3, sharey=True)
+    scored = batch.mask[0].nonzero().flatten().tolist()
+    for ax, (title, panel) in zip(axes, panels):
+        image = ax.imshow(panel.cpu().numpy(), cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest",
+                          aspect="equal")
+        ax.set_title(title)
+        ax.set_xlabel("value j")
+    axes[0].set_ylabel("cell i")
+    for ax in axes[1:]:
+        for cell in scored:
+            ax.add_patch(Rectangle((-0.5, cell - 0.5), memory_size, 1, fill=False, edgecolor="red", linewidth=1.2))
+    figure.colorbar(image, ax=axes, label="P(cell i holds j)", shrink=0.9)
+    figure.suptitle(f"{task.title}, length {length}, M = {memory_size} (red frames: the scored cells)")
+    return figure
 
 
 def log_memory_heatmaps(writer: SummaryWriter, model: NRAM, task: Task, config: TrainConfig, step: int,
                         device: torch.device) -> None:
-    """Heatmaps at the longest training length and at twice it, under ``memory/length_<n>``."""
+    """:func:`memory_figure` at the longest training length and at twice it, under ``memory/length_<n>``."""
     for length in (config.max_length, 2 * config.max_length):
-        image = memory_heatmap(model, task, length, config.memory_size_for(length), config.timesteps_for(length),
+        figure = memory_figure(model, task, length, config.memory_size_for(length), config.timesteps_for(length),
                                config.seed, device)
-        writer.add_image(f"memory/length_{length}", image, step, dataformats="HW")
+        writer.add_figure(f"memory/length_{length}", figure, step)
 
 
 def log_hparams(writer: SummaryWriter, config: TrainConfig, final: list[dict]) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from training.diagnostics import GateAdaptation, log_order_parameters
 from training.distributed import gather_objects, setup_workers, sum_across_workers
 from training.evaluate import cell_errors, evaluate
 from training.optim import make_optimizer
+from training.signals import Interrupted, StopRequest
 from training.summaries import log_hparams, log_memory_heatmaps
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -34,6 +37,31 @@ RANK_SEED_OFFSET = 1_000_003
 """Worker r samples its batches from seed + r * RANK_SEED_OFFSET, so workers see different data."""
 RESTART_SEED_OFFSET = 7_919
 """Restart k of a run starts from the weights torch draws after manual_seed(seed + k * RESTART_SEED_OFFSET)."""
+
+
+ARCHITECTURE_KEYS = ("task", "num_registers", "gates", "controller", "hidden_size", "dropout", "controller_options",
+                     "optimizer", "max_length", "min_length", "curriculum", "memory_extra")
+"""Settings a resumed run must share with its checkpoint."""
+
+
+def fresh_counters(config: TrainConfig, started_at: int = 0) -> dict[str, float]:
+    """The counters of an attempt starting at step ``started_at``: schedules from their beginning."""
+    return {"entropy_weight": config.entropy_bonus, "nan_streak": 0, "skipped_steps": 0, "level_wrong": 0,
+            "level_scored": 0, "restarts": 0, "started_at": started_at, "solved": 0}
+
+
+def noise_std(config: TrainConfig, counters: dict[str, float], step: int) -> float:
+    """sqrt(eta / (1 + t)^0.55), t counted from the attempt's (re)start (Neelakantan et al. 2015);
+    0 while the last check found the attempt solved."""
+    if counters["solved"]:
+        return 0.0
+    return math.sqrt(config.gradient_noise / (1 + step - counters["started_at"]) ** 0.55)
+
+
+def attempt_ends(config: TrainConfig, counters: dict[str, float], step: int) -> bool:
+    """Whether ``step`` ends an attempt: a multiple of ``restart_every`` steps since its (re)start."""
+    every, started = config.restart_every, counters["started_at"]
+    return bool(every) and step > started and (step - started) % every == 0
 
 
 class TrainingDiverged(RuntimeError):
@@ -47,6 +75,33 @@ def gate_probes(config: TrainConfig, device: torch.device, count: int = 256) -> 
     flags = torch.randint(0, 2, (count // 2, config.num_registers), generator=generator).float()
     soft = torch.rand(count - count // 2, config.num_registers, generator=generator)
     return torch.cat([flags, soft]).to(device)
+
+
+def check_memory_fits(config: TrainConfig, budget_bytes: int | None = None) -> None:
+    """Raise ``ValueError`` before any work if one training step would not fit in memory.
+
+    A step keeps every timestep's memory ``[T, B, M, M]`` for the backward, about four such
+    tensors (float32) counting the machine's saved intermediates, with ``B = population x
+    batch_size``; the longest length bounds it. ``budget_bytes`` defaults to half the
+    machine's (or the GPU's) memory.
+    """
+    n = config.max_length
+    memory_size, steps = config.memory_size_for(n), config.timesteps_for(n)
+    need = 4 * 4 * steps * config.population * config.batch_size * memory_size ** 2
+    if budget_bytes is None:
+        budget_bytes = available_memory(torch.device(config.device)) // 2
+    if need > budget_bytes:
+        members = f"a population of {config.population} at " if config.population > 1 else ""
+        raise ValueError(f"{members}batch {config.batch_size} needs about {need / 2**30:.1f} GiB per step at "
+                         f"length {n} (M = {memory_size}, T = {steps}), more than the {budget_bytes / 2**30:.1f} "
+                         f"GiB allowed; use a shorter max_length, a smaller batch or fewer members")
+
+
+def available_memory(device: torch.device) -> int:
+    """Total memory of the GPU, or of this machine (bytes)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def new_curriculum(config: TrainConfig) -> FixedCurriculum | ZarembaCurriculum:
@@ -81,6 +136,8 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True):
         config.validate()
+        if config.population > 1:
+            raise ValueError("a population trains with training.population.PopulationTrainer")
         self.config = config
         self.out_dir = Path(out_dir)
         self.progress = progress
@@ -91,6 +148,7 @@ class Trainer:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.task = get_task(config.task)
+        check_memory_fits(config)
         torch.manual_seed(config.seed)
         self.model = NRAM(config.machine_config()).to(self.device)
         self.optimizer = build_optimizer(config, self.model)
@@ -103,9 +161,7 @@ class Trainer:
         self.gate_monitor = GateAdaptation(self.model, gate_probes(config, self.device)) \
             if config.controller == "gated" else None
         self.step = 0
-        self.counters: dict[str, float] = {"entropy_weight": config.entropy_bonus, "nan_streak": 0,
-                                           "skipped_steps": 0, "level_wrong": 0, "level_scored": 0,
-                                           "restarts": 0, "started_at": 0, "solved": 0}
+        self.counters: dict[str, float] = fresh_counters(config)
         if resume:
             self.restore(load_checkpoint(self.checkpoint_path, map_location=self.device))
 
@@ -135,8 +191,7 @@ class Trainer:
     def restore(self, payload: dict[str, Any]) -> None:
         """Continue from a checkpoint of the same task and architecture."""
         saved = TrainConfig.from_dict(payload["config"], source=str(self.checkpoint_path))
-        for key in ("task", "num_registers", "gates", "controller", "hidden_size", "dropout", "controller_options",
-                    "optimizer", "max_length", "min_length", "curriculum", "memory_extra"):
+        for key in ARCHITECTURE_KEYS:
             if getattr(saved, key) != getattr(self.config, key):
                 raise CheckpointError(f"{self.checkpoint_path} was trained with {key}={getattr(saved, key)!r}, "
                                       f"this run has {key}={getattr(self.config, key)!r}")
@@ -189,12 +244,12 @@ class Trainer:
         config = self.config
         lengths = self.curriculum.sample_lengths(config.batch_size, self.data_generator)
         batches = self.training_batches(lengths)
-        if hasattr(self.model.controller, "resample"):
-            self.model.controller.resample(self.dropout_generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss, wrong, scored = 0.0, 0, 0
         for index, (group, batch, steps) in enumerate(batches):
             share = group.numel() / lengths.numel()
+            if hasattr(self.model.controller, "resample"):  # one dropout pattern per rollout
+                self.model.controller.resample(self.dropout_generator)
             with self._gradient_sync(last=index == len(batches) - 1):
                 rollout = self.forward_model(batch.memory, steps, with_entropy=self.counters["entropy_weight"] > 0)
                 group_loss = rollout_loss(rollout, batch.target, batch.mask, config.log_eps)
@@ -240,18 +295,22 @@ class Trainer:
         return getattr(self.curriculum, "level", self.config.max_length)
 
     def gradient_noise_std(self) -> float:
-        """sqrt(eta / (1 + t)^0.55), t counted from the run's (re)start (Neelakantan et al. 2015)."""
-        return math.sqrt(self.config.gradient_noise / (1 + self.step - self.counters["started_at"]) ** 0.55)
+        """The noise's scale now (:func:`noise_std`)."""
+        return noise_std(self.config, self.counters, self.step)
 
     def _clip_and_perturb(self) -> float:
-        """Clip elementwise, then by norm; add annealed Gaussian noise. Returns the norm before clipping."""
+        """Clip elementwise, then by norm; add annealed Gaussian noise (scaled to the clipped
+        gradient's norm with ``noise_relative``). Returns the norm before clipping."""
         config = self.config
         params = [p for p in self.model.parameters() if p.grad is not None]
         if config.clip_value > 0:
             torch.nn.utils.clip_grad_value_(params, config.clip_value)
-        norm = torch.nn.utils.clip_grad_norm_(params, config.clip_norm if config.clip_norm > 0 else math.inf)
-        if config.gradient_noise > 0:
-            std = self.gradient_noise_std()
+        max_norm = config.clip_norm if config.clip_norm > 0 else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        std = self.gradient_noise_std() if config.gradient_noise > 0 else 0.0
+        if config.noise_relative:
+            std *= min(norm.item(), max_norm) / math.sqrt(sum(p.numel() for p in params))
+        if std > 0:
             for p in params:
                 p.grad.add_(torch.randn(p.shape, generator=self.noise_generator, device=p.device, dtype=p.dtype),
                             alpha=std)
@@ -280,20 +339,23 @@ class Trainer:
                              level_scored=0)
 
     def check_attempt(self) -> None:
-        """The check every ``restart_every`` steps: a run above ``restart_above`` at its training
-        lengths restarts (unless its steps are spent); one at or below it is marked solved, which
-        ends the run when ``stop_when_solved``. Workers decide on their mean error, so all agree."""
+        """Score the run over its training lengths: at or below ``restart_above`` it is marked solved,
+        which ends the run when ``stop_when_solved``; above it, an attempt that has ended restarts
+        (unless the steps are spent). Workers decide on their mean error, so all agree."""
         error = sum_across_workers([self.training_error()], self.workers, self.device)[0] / self.workers.world_size
         self.counters["solved"] = int(error <= self.config.restart_above)
-        if not self.counters["solved"] and self.step < self.config.steps:
+        if not self.counters["solved"] and self.attempt_ends() and self.step < self.config.steps:
             self.restart()
 
+    def attempt_ends(self) -> bool:
+        """Whether this step ends an attempt (:func:`attempt_ends`)."""
+        return attempt_ends(self.config, self.counters, self.step)
+
     def check_due(self) -> bool:
-        """Whether this step ends an attempt (a multiple of ``restart_every`` steps since the last
-        (re)start), so :meth:`check_attempt` runs."""
-        every = self.config.restart_every
-        return bool(every) and self.step > self.counters["started_at"] \
-            and (self.step - self.counters["started_at"]) % every == 0
+        """Whether :meth:`check_attempt` runs at this step: an attempt ends, or, for a run that stops
+        when solved, an evaluation is due (so a run exact at step 1000 stops there)."""
+        evaluation = self.config.stop_when_solved and self.step > 0 and self.step % self.config.eval_every == 0
+        return self.attempt_ends() or evaluation
 
     def _update_curriculum(self) -> None:
         wrong, scored = sum_across_workers([self.counters["level_wrong"], self.counters["level_scored"]],
@@ -316,48 +378,65 @@ class Trainer:
     def train(self) -> list[dict]:
         """Run until ``config.steps``, or with ``stop_when_solved`` until the first check that finds
         the run solved; returns the final evaluation (empty on workers other than rank 0, which
-        alone logs). Ctrl-C saves a checkpoint first."""
+        alone logs). SIGINT or SIGTERM ends the run between two steps, or after the final
+        evaluation: the checkpoint is written, then :class:`training.signals.Interrupted` raised."""
         config = self.config
         main = self.workers.is_main
-        writer = SummaryWriter(log_dir=str(self.out_dir)) if main else None
+        # purge_step: TensorBoard drops the events an earlier writer logged after this checkpoint's step
+        # (the checkpoint follows its own step's logs), so a resumed run continues one history
+        writer = SummaryWriter(log_dir=str(self.out_dir), purge_step=self.step + 1 if self.step else None) \
+            if main else None
         bar = tqdm(total=config.steps, initial=self.step, desc=f"{config.task} seed {config.seed}",
-                   disable=not (self.progress and main), dynamic_ncols=True)
+                   unit="step", disable=not (self.progress and main), dynamic_ncols=True)
         final, evaluated_at = [], None
-        if self.check_due():  # an earlier, shorter budget ended on a check that could not restart
-            self.check_attempt()
-        try:
+        with StopRequest() as stop:
+            if self.check_due():  # an earlier, shorter budget ended on a check that could not restart
+                self.check_attempt()
             while self.step < config.steps and not (config.stop_when_solved and self.counters["solved"]):
+                if self._stop_requested(stop):
+                    bar.close()
+                    if writer:
+                        writer.close()
+                    path = self.save()
+                    raise Interrupted(stop.signum, f"{signal.Signals(stop.signum).name} at step {self.step}: "
+                                                   f"checkpoint saved to {path}; continue with --resume")
                 stats = self.train_step()
                 bar.update(1)
                 if self.step % config.log_every == 0 or self.step == config.steps:
                     self._update_curriculum()
                     if writer:
                         self._log_scalars(writer, stats)
-                    bar.set_postfix(loss=f"{stats['loss']:.3f}", err=f"{stats['cell_error']:.3f}",
-                                    level=self.curriculum_level)
+                    bar.set_postfix(self.progress_postfix(stats))
                 if self.check_due():
                     self.check_attempt()
                 if writer and self.step % config.eval_every == 0:
                     final, evaluated_at = self._log_evaluation(writer), self.step
                 if self.step % config.checkpoint_every == 0:
                     self.save()
-        except KeyboardInterrupt:
+            if config.stop_when_solved and self.counters["solved"]:
+                bar.total = self.step  # the budget was not needed: show the run as complete
+                bar.refresh()
             bar.close()
+            path = self.save()
             if writer:
+                if evaluated_at != self.step:
+                    final = self._log_evaluation(writer)
+                log_hparams(writer, config, final)
                 writer.close()
-            print(f"\ninterrupted at step {self.step}; checkpoint saved to {self.save()}")
-            raise
-        if config.stop_when_solved and self.counters["solved"]:
-            bar.total = self.step  # the budget was not needed: show the run as complete
-            bar.refresh()
-        bar.close()
-        if writer:
-            if evaluated_at != self.step:
-                final = self._log_evaluation(writer)
-            log_hparams(writer, config, final)
-            writer.close()
-        self.save()
+            if stop.requested:
+                raise Interrupted(stop.signum, f"{signal.Signals(stop.signum).name} at the end of the run: "
+                                               f"checkpoint saved to {path} (step {self.step})")
         return final
+
+    def _stop_requested(self, stop: StopRequest) -> bool:
+        """Whether any worker caught a stop signal (all workers agree, so all save together)."""
+        if self.workers.world_size == 1:
+            return stop.requested
+        return sum_across_workers([float(stop.requested)], self.workers, self.device)[0] > 0
+
+    def progress_postfix(self, stats: dict[str, Any]) -> dict[str, Any]:
+        """What the progress bar shows beside the step count."""
+        return {"loss": f"{stats['loss']:.3f}", "err": f"{stats['cell_error']:.3f}", "level": self.curriculum_level}
 
     def _log_scalars(self, writer: SummaryWriter, stats: dict[str, float]) -> None:
         writer.add_scalar("train/loss", stats["loss"], self.step)
@@ -371,13 +450,17 @@ class Trainer:
         if self.gate_monitor:
             self.gate_monitor.log(writer, self.step)
 
+    def reported_model(self) -> NRAM:
+        """The model that evaluations report and heatmaps show."""
+        return self.model
+
     def _log_evaluation(self, writer: SummaryWriter) -> list[dict]:
         records = self.evaluate(self.eval_lengths())
         for record in records:
             writer.add_scalar(f"eval/cell_error_length_{record['length']}", record["cell_error"], self.step)
-        self.model.eval()
-        log_memory_heatmaps(writer, self.model, self.task, self.config, self.step,
-                            self.device)
-        self.model.train()
+        model = self.reported_model()
+        model.eval()
+        log_memory_heatmaps(writer, model, self.task, self.config, self.step, self.device)
+        model.train()
         writer.flush()
         return records

@@ -238,6 +238,10 @@ def recommended_weight_decay(j2_growth_per_step: float, lr: float, momentum: flo
     return {"k=4": base / 4.0, "k=2": base / 2.0}
 
 
+LINE_STYLES = ("-", "--", "-.", ":")
+"""One per weight decay in the trajectory panel, so runs of equal final J stay apart."""
+
+
 def plot_phase_diagram(records: Sequence[dict[str, Any]], path: str | Path, *, title: str = "") -> Path:
     """Draw the learning-rate x weight-decay phase diagram of a sweep and write it as PNG.
 
@@ -246,7 +250,8 @@ def plot_phase_diagram(records: Sequence[dict[str, Any]], path: str | Path, *, t
     optimizer step of each J, default ``0, 1, ...``) and ``"J0"`` (final J0, default 0).
     Left: one cell per (lr, weight decay), coloured by the final J (blue ordered, white
     J = 1, red chaotic; runs sharing a cell averaged), labelled with J, the mean-field phase
-    and the final loss; the lowest loss is boxed. Right: every J trajectory, same colours.
+    and the final loss; the lowest loss among cells at the edge is boxed. Right: every J
+    trajectory, same colours, one line style per weight decay, each run in the legend.
     """
     # Imported here so that the rest of the package does not pay for matplotlib. A bare
     # Figure renders with the Agg canvas and leaves pyplot's global backend alone.
@@ -285,27 +290,31 @@ def plot_phase_diagram(records: Sequence[dict[str, Any]], path: str | Path, *, t
                 dark = abs(norm(grid_j[row, col]) - 0.5) > 0.35
                 ax_grid.text(col, row, f"J={grid_j[row, col]:.2f}\n{label}\nloss {grid_loss[row, col]:.3g}",
                              ha="center", va="center", fontsize=8, color="white" if dark else "black")
-    if not np.all(np.isnan(grid_loss)):
-        best_row, best_col = np.unravel_index(np.nanargmin(grid_loss), grid_loss.shape)
+    edge = np.array([[not np.isnan(j) and phase(j, j0) == "edge" for j, j0 in zip(row_j, row_j0)]
+                     for row_j, row_j0 in zip(grid_j, grid_j0)])
+    if edge.any():
+        edge_loss = np.where(edge, grid_loss, np.nan)
+        best_row, best_col = np.unravel_index(np.nanargmin(edge_loss), grid_loss.shape)
         ax_grid.add_patch(Rectangle((best_col - 0.5, best_row - 0.5), 1, 1, fill=False, lw=2.5, ec="black"))
     ax_grid.set_xticks(range(len(lrs)), [f"{v:.3g}" for v in lrs])
     ax_grid.set_yticks(range(len(decays)), [f"{v:.3g}" for v in decays])
     ax_grid.set_xlabel("learning rate")
     ax_grid.set_ylabel("weight decay")
-    ax_grid.set_title("final J (box: lowest final loss)")
+    ax_grid.set_title("final J per run (box: the lowest final loss among runs at the edge)")
     fig.colorbar(image, ax=ax_grid, label="final J  (<1 ordered, >1 chaotic)")
 
     for record, j_end in zip(records, final_j):
         trajectory = np.asarray(record["J_trajectory"], dtype=np.float64)
         steps = np.asarray(record.get("steps", np.arange(trajectory.size)), dtype=np.float64)
         label = f"lr {float(record['lr']):.3g}, wd {float(record['weight_decay']):.3g}"
-        ax_traj.plot(steps, trajectory, color=cmap(norm(j_end)), lw=1.3,
-                     label=label if len(records) <= 12 else None)
+        decay_index = decays.index(float(record["weight_decay"]))
+        ax_traj.plot(steps, trajectory, color=cmap(norm(j_end)), lw=1.3, label=label,
+                     linestyle=LINE_STYLES[decay_index % len(LINE_STYLES)])
     ax_traj.axhline(1.0, color="black", ls="--", lw=1, label="edge of chaos (J = 1)")
     ax_traj.set_xlabel("optimizer step")
     ax_traj.set_ylabel("J")
-    ax_traj.set_title("J trajectories (colour: final J)")
-    ax_traj.legend(fontsize=7, loc="best")
+    ax_traj.set_title("J during training (colour: final J; line style: weight decay)")
+    ax_traj.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + len(records) // 14)
     if title:
         fig.suptitle(title)
     path = Path(path)

@@ -1,1 +1,0 @@
-"""Shipped per-task training configs (TOML), installed as the package ``training.configs``."""

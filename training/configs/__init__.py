@@ -1,0 +1,1 @@
+"""The shipped training settings, one TOML file per task (``default_config_path``)."""
