@@ -162,6 +162,14 @@ def make_controller(kind: str, input_size: int, output_size: int, hidden_size: i
         raise ValueError(f"unknown dropout {dropout!r}; valid: {', '.join(DROPOUT_KINDS)}")
     if dropout != "none" and kind != "mlp":
         raise ValueError(f"dropout={dropout!r} is available for the mlp controller only, not {kind!r}")
+    try:
+        return _build_controller(kind, input_size, output_size, hidden_size, dropout, dropout_p, num_layers, options)
+    except TypeError as error:  # an option the controller does not take
+        raise ValueError(f"controller {kind!r} does not take these options {sorted(options)}: {error}") from None
+
+
+def _build_controller(kind: str, input_size: int, output_size: int, hidden_size: int, dropout: str,
+                      dropout_p: float, num_layers: int, options: dict[str, Any]) -> nn.Module:
     if kind == "lstm":
         return LSTMController(input_size, output_size, hidden_size, **options)
     if kind == "gated":

@@ -8,6 +8,8 @@ choices are one-hot, both machines compute the same memories.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from typing import NamedTuple, Sequence
 
 import torch
@@ -91,13 +93,10 @@ def split_choices(slot_choices: Tensor, layout: CircuitLayout) -> tuple[Tensor, 
     return gate_inputs, slot_choices[:, layout.num_slots - layout.num_registers:]
 
 
-@torch.no_grad()
-def trace_discrete(model: torch.nn.Module, memory0: Tensor, steps: int) -> DiscreteTrace:
-    """Run ``model`` (an :class:`nram.model.NRAM`) discretely and record every step.
-
-    memory0 ``LongTensor[B, M]``. Every softmax becomes its argmax; an example stops after
-    the first step whose stop probability ``f_t`` exceeds 0.5 (its memory is frozen from then).
-    """
+def _discrete_steps(model: torch.nn.Module, memory0: Tensor, steps: int) -> Iterator[tuple[Tensor, ...]]:
+    """Run ``model`` discretely, yielding after each step ``(memory, registers, gate_inputs,
+    register_sources, gate_outputs, running)``; ``running`` ``[B]`` is false for the examples that
+    have stopped (their memory and registers frozen). Ends early once every example has stopped."""
     model.check_memory(memory0, steps, integer=True)
     layout: CircuitLayout = model.layout
     readout = model.readout()
@@ -106,10 +105,7 @@ def trace_discrete(model: torch.nn.Module, memory0: Tensor, steps: int) -> Discr
     registers = memory0.new_zeros(batch_size, layout.num_registers)
     state = model.controller.initial_state(batch_size, memory0.device)
     running = torch.ones(batch_size, dtype=torch.bool, device=memory0.device)
-    stop_steps = torch.full((batch_size,), steps, dtype=torch.long, device=memory0.device)
-    record = {"memories": [memory], "registers": [registers], "gate_inputs": [],
-              "register_sources": [], "gate_outputs": []}
-    for t in range(steps):
+    for _ in range(steps):
         is_zero = (registers == 0).to(model.dtype)
         choices, stop_logit, state = model.step_logits(is_zero, state, readout)
         gate_inputs, register_sources = split_choices(choices.argmax(-1), layout)
@@ -118,20 +114,42 @@ def trace_discrete(model: torch.nn.Module, memory0: Tensor, steps: int) -> Discr
         keep = running[:, None]
         memory = torch.where(keep, new_memory, memory)
         registers = torch.where(keep, new_registers, registers)
+        running = running & ~(stop_logit > 0)
+        yield memory, registers, gate_inputs, register_sources, outputs, running
+        if not running.any():
+            return
+
+
+@torch.no_grad()
+def trace_discrete(model: torch.nn.Module, memory0: Tensor, steps: int) -> DiscreteTrace:
+    """Run ``model`` (an :class:`nram.model.NRAM`) discretely and record every step.
+
+    memory0 ``LongTensor[B, M]``. Every softmax becomes its argmax; an example stops after
+    the first step whose stop probability ``f_t`` exceeds 0.5 (its memory is frozen from then).
+    """
+    batch_size = memory0.shape[0]
+    stop_steps = torch.full((batch_size,), steps, dtype=torch.long, device=memory0.device)
+    record = {"memories": [memory0], "registers": [memory0.new_zeros(batch_size, model.layout.num_registers)],
+              "gate_inputs": [], "register_sources": [], "gate_outputs": []}
+    was_running = torch.ones(batch_size, dtype=torch.bool, device=memory0.device)
+    for t, (memory, registers, gate_inputs, register_sources, outputs, running) in \
+            enumerate(_discrete_steps(model, memory0, steps)):
         for key, value in (("memories", memory), ("registers", registers), ("gate_inputs", gate_inputs),
                            ("register_sources", register_sources), ("gate_outputs", outputs)):
             record[key].append(value)
-        stopping = running & (stop_logit > 0)
-        stop_steps[stopping] = t + 1
-        running = running & ~stopping
-        if not running.any():
-            break
+        stop_steps[was_running & ~running] = t + 1
+        was_running = running
     return DiscreteTrace(stop_steps=stop_steps, **{k: torch.stack(v) for k, v in record.items()})
 
 
+@torch.no_grad()
 def run_discrete(model: torch.nn.Module, memory0: Tensor, steps: int) -> Tensor:
-    """Run ``model`` as a discrete machine for at most ``steps`` steps.
+    """Run ``model`` as a discrete machine for at most ``steps`` steps, keeping only the current
+    memory (O(B M) however many steps, unlike :func:`trace_discrete`).
 
     memory0 ``LongTensor[B, M]`` -> final memory ``LongTensor[B, M]``.
     """
-    return trace_discrete(model, memory0, steps).memories[-1]
+    memory = memory0
+    for memory, *_ in _discrete_steps(model, memory0, steps):
+        pass
+    return memory

@@ -170,6 +170,9 @@ class NRAM(nn.Module):
             raise ValueError(f"memory0 distributions must be [batch, M, M], got shape {tuple(memory0.shape)}")
         if memory0.shape[0] < 1:
             raise ValueError("memory0 has an empty batch")
+        if memory0.device != self.padding_index.device:
+            raise ValueError(f"memory0 is on {memory0.device} but the model on {self.padding_index.device}; "
+                             f"move one to the other (.to(device))")
         memory_size = memory0.shape[1]
         if memory_size < 2:
             raise ValueError(f"memory size M must be >= 2, got {memory_size}")

@@ -76,9 +76,42 @@ def usable(tensor: Tensor, training: bool = False) -> bool:
     return tensor.device.type == "cpu" and tensor.dtype in C_TYPES and library(C_TYPES[tensor.dtype]) is not None
 
 
+COMPILE_TIMEOUT_S = 120
+"""A compiler that has not finished by then is given up on (nram then runs the PyTorch step)."""
+
+
 def cache_dir() -> Path:
     """Where compiled libraries are kept: ``$NRAM_CACHE_DIR``, else ``~/.cache/nram``."""
     return Path(os.environ.get("NRAM_CACHE_DIR") or Path.home() / ".cache" / "nram")
+
+
+def private_cache_dir() -> Path:
+    """:func:`cache_dir`, created with mode 0700 if missing; RuntimeError unless it is a directory
+    this user owns that no one else can write, since the code loaded from it runs in this process."""
+    directory = cache_dir()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = directory.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise RuntimeError(f"the cache directory {directory} is not private to this user (owner uid "
+                           f"{info.st_uid}, mode {oct(info.st_mode & 0o777)}); nram loads no code from it. "
+                           f"Set NRAM_CACHE_DIR to a directory only you can write")
+    return directory
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _trusted(build: Path) -> bool:
+    """Whether ``build`` is one this user compiled, whole: owned by this user, writable by no one
+    else, and matching the SHA-256 recorded beside it when it was built."""
+    record = build.with_suffix(".sha256")
+    try:
+        info = build.stat()
+        return (info.st_uid == os.getuid() and not info.st_mode & 0o022
+                and record.read_text().strip() == _digest(build))
+    except OSError:
+        return False
 
 
 def _cpu_signature() -> str:
@@ -94,13 +127,14 @@ def prune_builds(real: str, keep: int = KEEP_BUILDS) -> None:
     """Delete all but the ``keep`` newest cached builds for ``real``: every edit of the C source
     or change of compiler leaves one behind. A process that has one loaded keeps its mapping."""
     builds = []
-    for path in cache_dir().glob(f"nram_step_{real}_*.so"):
+    for path in private_cache_dir().glob(f"nram_step_{real}_*.so"):
         try:
             builds.append((path.stat().st_mtime, path))
         except FileNotFoundError:  # another process pruned it first
             continue
     for _, stale in sorted(builds, reverse=True)[keep:]:
         stale.unlink(missing_ok=True)
+        stale.with_suffix(".sha256").unlink(missing_ok=True)
 
 
 def _compile(compiler: str, real: str) -> Path:
@@ -111,15 +145,21 @@ def _compile(compiler: str, real: str) -> Path:
         command = [compiler, *flags, "-fPIC", "-shared", f"-DREAL={real}"]
         key = hashlib.sha256(b"\0".join([source, " ".join(command).encode(), platform.machine().encode(),
                                          _cpu_signature().encode()])).hexdigest()[:16]
-        target = cache_dir() / f"nram_step_{real}_{key}.so"
-        if target.exists():
+        target = private_cache_dir() / f"nram_step_{real}_{key}.so"
+        if _trusted(target):
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() and target.with_suffix(".sha256").exists():  # no record: an older nram's build
+            warnings.warn(f"the cached build {target} is damaged or was not built by nram for this user; "
+                          f"rebuilding it", RuntimeWarning, stacklevel=3)
         with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
             built = Path(scratch) / target.name
-            result = subprocess.run([*command, str(SOURCE), "-o", str(built), "-lm"], capture_output=True, text=True)
+            result = subprocess.run([*command, str(SOURCE), "-o", str(built), "-lm"], capture_output=True, text=True,
+                                    timeout=COMPILE_TIMEOUT_S)
             if result.returncode == 0:
+                record = Path(scratch) / "digest"
+                record.write_text(_digest(built))
                 os.replace(built, target)  # atomic: processes compiling at once never see half a file
+                os.replace(record, target.with_suffix(".sha256"))
                 prune_builds(real)
                 return target
             error = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]

@@ -94,3 +94,21 @@ def test_stop_threshold_is_f_one_half(stop_logit, expected):
     model = decisive_model(1, stop_logit=stop_logit)
     memory0 = torch.randint(0, 8, (3, 8), generator=torch.Generator().manual_seed(1))
     assert trace_discrete(model, memory0, 6).stop_steps.tolist() == [expected] * 3
+
+
+def test_run_discrete_streams_and_ends_where_the_trace_does(monkeypatch):
+    torch.manual_seed(4)
+    model = NRAM(MachineConfig(num_registers=3))
+    with torch.no_grad():  # sharp choices: examples stop at different steps
+        model.controller.readout.weight.mul_(50.0)
+        model.controller.readout.bias.mul_(50.0)
+    memory0 = torch.randint(0, 16, (64, 16))
+    trace = trace_discrete(model, memory0, 40)
+    assert len(set(trace.stop_steps.tolist())) > 1
+    monkeypatch.setattr("nram.discrete.trace_discrete", lambda *a: pytest.fail("run_discrete keeps a trace"))
+    assert torch.equal(run_discrete(model, memory0, 40), trace.memories[-1])
+
+
+def test_run_discrete_on_int32_memory_says_what_it_needs():
+    with pytest.raises(ValueError, match="LongTensor"):
+        run_discrete(NRAM(MachineConfig()), torch.zeros(2, 8, dtype=torch.int32), 3)

@@ -5,9 +5,13 @@ Both backends are also checked against the brute-force reference step in test_ma
 would be too slow: large batches that span several tiles and threads, and float32.
 """
 
+import hashlib
 import os
 import shutil
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -187,3 +191,57 @@ def test_a_new_build_prunes_all_but_the_newest_cached_builds(monkeypatch, tmp_pa
     assert len(built) == 1
     assert kept == sorted(built + [path.name for path in stale[:native.KEEP_BUILDS - 1]])
     assert other.exists()
+
+
+def native_in_subprocess(cache: Path, **environment: str) -> subprocess.CompletedProcess:
+    """A fresh process asks for the double-precision library (one whose build nothing has mapped yet)."""
+    code = "from nram import native; print(native.library('double') is not None)"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NRAM_CACHE_DIR": str(cache), **environment})
+
+
+def test_a_cache_directory_others_can_write_is_never_loaded_from(monkeypatch, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("NRAM_CACHE_DIR", str(shared))
+    native.library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="not private to this user"):
+            assert native.library("double") is None
+    finally:
+        native.library.cache_clear()
+    assert not list(shared.glob("*.so"))
+
+
+def test_a_truncated_build_is_detected_rebuilt_and_loaded(tmp_path):
+    cache = tmp_path / "cache"
+    first = native_in_subprocess(cache)
+    assert first.stdout.strip() == "True", first.stderr
+    (build,) = cache.glob("nram_step_double_*.so")
+    build.write_bytes(build.read_bytes()[:4096])  # truncated: mapping it would raise SIGBUS
+    again = native_in_subprocess(cache)
+    assert again.returncode == 0 and again.stdout.strip() == "True", again.stderr
+    assert "damaged" in again.stderr
+    assert build.with_suffix(".sha256").read_text() == hashlib.sha256(build.read_bytes()).hexdigest()
+
+
+def test_a_compiler_that_hangs_is_given_up_on(monkeypatch, tmp_path):
+    hanging = tmp_path / "hanging-cc"
+    hanging.write_text("#!/bin/sh\nsleep 60\n")
+    hanging.chmod(0o755)
+    monkeypatch.setenv("CC", str(hanging))
+    monkeypatch.setenv("NRAM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(native, "COMPILE_TIMEOUT_S", 1)
+    native.library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="timed out"):
+            assert native.library("double") is None
+    finally:
+        native.library.cache_clear()
+
+
+def test_memory_on_another_device_than_the_model_is_an_error_not_a_crash():
+    model = NRAM(MachineConfig()).eval()
+    with torch.no_grad(), pytest.raises(ValueError, match="memory0 is on meta but the model on cpu"):
+        model.output_memory(torch.zeros(2, 6, dtype=torch.long, device="meta"), 3)

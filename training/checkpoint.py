@@ -35,8 +35,13 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two writers never share one
-    torch.save({"format": FORMAT, "version": VERSION, **payload}, temporary)
-    os.replace(temporary, path)
+    try:
+        torch.save({"format": FORMAT, "version": VERSION, **payload}, temporary)
+        os.replace(temporary, path)
+    except (OSError, RuntimeError) as error:  # a full disk surfaces from torch's writer as a RuntimeError
+        temporary.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write the checkpoint {path}: {first_sentence(str(error))}; the previous "
+                              f"checkpoint there, if any, is intact") from None
 
 
 def first_sentence(text: str) -> str:

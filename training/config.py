@@ -21,7 +21,9 @@ if sys.version_info >= (3, 11):
 else:
     import tomli as tomllib
 
-from nram.model import MachineConfig
+import torch
+
+from nram.model import NRAM, MachineConfig
 from tasks import get_task
 
 
@@ -203,6 +205,8 @@ class TrainConfig:
             if not ok:
                 raise ValueError(message)
         self._validate_ranges()
+        with torch.device("meta"):  # the architecture builds (gates, controller options), allocating nothing
+            NRAM(self.machine_config())
 
     def _validate_types(self) -> None:
         hints = typing.get_type_hints(type(self))

@@ -166,8 +166,8 @@ MERGE = Program(("pa", "pb", "po", "t", "ph", "s"), [
 # WalkBST [root, 0, d1..dk, 0, ...], nodes (value, left, right): p := root, i := 2; then two
 # steps per level: d := mem[i], p := p + d (the child's slot), i += 1; then p := mem[p]. Once it
 # reads d = 0 the path has ended and p is the last node. WRITE(1, READ) fires every step, so
-# the last one writes that node's value. t marks the second step.
-WALKBST = Program(("p", "i", "d", "t"), [
+# the last one writes that node's value. t marks the second step; the fifth register stays 0.
+WALKBST = Program(("p", "i", "d", "t", "spare"), [
     ({"p": True}, {"read": "p", "p": "read", "i": "two", "write": ("one", "read")}),
     ({"t": True}, {"read": "i", "d": "read", "add": ("p", "read"), "p": "add", "inc": "i", "i": "inc",
                    "t": "one", "write": ("one", "read")}),
@@ -178,8 +178,9 @@ WALKBST = Program(("p", "i", "d", "t"), [
 # ListSearch [head, v, 0, ...]: v := mem[1] (after v := 1 to address it); then per node two
 # steps: a := mem[a] + 1 (hop to the next node's value cell; from a = 0 the first hop lands on
 # the head's), then m := mem[a] - v and a -= 1 (back to the node). m = 0 means found: hold.
-# WRITE(2, a) fires every step, so cell 2 ends with the address of the first match.
-LISTSEARCH = Program(("a", "v", "m", "t"), [
+# WRITE(2, a) fires every step, so cell 2 ends with the address of the first match. The fifth
+# register stays 0.
+LISTSEARCH = Program(("a", "v", "m", "t", "spare"), [
     ({"a": True, "v": True}, {"v": "one", "write": ("two", "a")}),
     ({"a": True, "m": True}, {"read": "v", "v": "read", "m": "one", "write": ("two", "a")}),
     ({"m": False, "t": True}, {"read": "a", "inc": "read", "a": "inc", "t": "one", "write": ("two", "a")}),

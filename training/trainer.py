@@ -274,10 +274,11 @@ class Trainer:
             self.counters["nan_streak"] += 1
             self.counters["skipped_steps"] += 1
             if self.counters["nan_streak"] >= config.nan_patience:
+                last_good = (f"The last good checkpoint is {self.checkpoint_path}" if self.checkpoint_path.exists()
+                             else "No checkpoint was written before it")
                 raise TrainingDiverged(
                     f"loss or gradient was NaN/inf for {config.nan_patience} steps in a row (step {self.step}); "
-                    f"try a lower lr (now {config.lr}), stronger clipping or a larger log_eps. The last good "
-                    f"checkpoint is {self.checkpoint_path}")
+                    f"try a lower lr (now {config.lr}), stronger clipping or a larger log_eps. {last_good}")
         self.counters["entropy_weight"] *= config.entropy_decay
         self.step += 1
         return {"loss": loss, "cell_error": wrong / max(scored, 1), "grad_norm": grad_norm,
