@@ -183,3 +183,20 @@ def test_make_vec_runs_programs_in_parallel():
     _, rewards, terminated, truncated, _ = envs.step(np.stack([access_program(single, 1)] * 3))
     assert rewards.tolist() == [1.0] * 3 and terminated.all() and not truncated.any()
     envs.close()
+
+
+def test_an_action_that_is_not_whole_numbers_is_refused_rather_than_truncated():
+    env = gym.make("nram/Copy-v0", length=3).unwrapped
+    env.reset(seed=0)
+    action = env.encode_action(stop=True).astype(np.float64)
+    action[-1] = 1.9  # would pass as 1 in the space check, yet not equal 1: a stop that does not stop
+    with pytest.raises(ValueError, match="whole numbers"):
+        env.step(action)
+    assert env.step(env.encode_action(stop=True).astype(np.float64))[2]  # 1.0 is a stop
+
+
+@pytest.mark.parametrize("register", [-1, 4, "r0"])
+def test_encode_action_refuses_a_register_that_does_not_exist(register):
+    env = gym.make("nram/Copy-v0", length=3, num_registers=4).unwrapped
+    with pytest.raises(ValueError, match="no register"):
+        env.encode_action(register_sources={register: 0})

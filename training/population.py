@@ -29,15 +29,13 @@ from torch.utils.tensorboard import SummaryWriter
 
 from nram.model import NRAM, example_losses
 from nram.population import PopulationNRAM
-from tasks import get_task
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.config import RANGED_SETTINGS, TrainConfig
 from training.diagnostics import GateAdaptation
-from training.distributed import setup_workers
 from training.evaluate import cell_errors, evaluate, evaluation_batches
 from training.optim.members import MEMBER_OPTIMIZERS
 from training.trainer import ARCHITECTURE_KEYS, RESTART_SEED_OFFSET, Trainer, attempt_ends, build_optimizer, \
-    check_memory_fits, fresh_counters, gate_probes, new_curriculum, noise_std
+    fresh_counters, gate_probes, new_curriculum, noise_std
 
 POPULATION_NAME = "population.pt"
 """The whole population's checkpoint, beside the best member's ``checkpoint.pt``."""
@@ -76,7 +74,6 @@ class PopulationTrainer(Trainer):
     """
 
     def __init__(self, config: TrainConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True):
-        config.validate()
         if config.population < 2:
             raise ValueError(f"a population needs at least 2 members, got {config.population}")
         if config.optimizer not in MEMBER_OPTIMIZERS:
@@ -85,19 +82,9 @@ class PopulationTrainer(Trainer):
             raise ValueError("a population's controllers take no dropout (dropout = 'none')")
         if not config.batch_by_length:
             raise ValueError("a population trains every length at its own M(n) and T(n): batch_by_length = true")
-        self.config = config
-        self.out_dir = Path(out_dir)
-        self.progress = progress
-        self.device = torch.device(config.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {config.device!r} was asked for, but torch sees no CUDA device")
-        self.workers, self.device = setup_workers(self.device)
+        self._set_up_run(config, out_dir, progress)
         if self.workers.world_size > 1:
             raise ValueError("a population trains in one process: run it without torchrun")
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        self.task = get_task(config.task)
-        check_memory_fits(config)
         size = config.population
         self.choice_generator = torch.Generator().manual_seed(config.seed + CHOICE_SEED_OFFSET)
         self.members = [self._new_member(i) for i in range(size)]

@@ -135,20 +135,9 @@ class Trainer:
     """Trains an NRAM on ``config.task``, writing TensorBoard events and checkpoints to ``out_dir``."""
 
     def __init__(self, config: TrainConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True):
-        config.validate()
         if config.population > 1:
             raise ValueError("a population trains with training.population.PopulationTrainer")
-        self.config = config
-        self.out_dir = Path(out_dir)
-        self.progress = progress
-        self.device = torch.device(config.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {config.device!r} was asked for, but torch sees no CUDA device")
-        self.workers, self.device = setup_workers(self.device)
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        self.task = get_task(config.task)
-        check_memory_fits(config)
+        self._set_up_run(config, out_dir, progress)
         torch.manual_seed(config.seed)
         self.model = NRAM(config.machine_config()).to(self.device)
         self.optimizer = build_optimizer(config, self.model)
@@ -164,6 +153,22 @@ class Trainer:
         self.counters: dict[str, float] = fresh_counters(config)
         if resume:
             self.restore(load_checkpoint(self.checkpoint_path, map_location=self.device))
+
+    def _set_up_run(self, config: TrainConfig, out_dir: str | Path, progress: bool) -> None:
+        """What every run sets up before its model: the checked config, the device, the workers,
+        threads and task; ValueError before any work where the config, device or memory will not do."""
+        config.validate()
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.device = torch.device(config.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {config.device!r} was asked for, but torch sees no CUDA device")
+        self.workers, self.device = setup_workers(self.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.task = get_task(config.task)
+        check_memory_fits(config)
 
     @property
     def checkpoint_path(self) -> Path:
