@@ -26,16 +26,25 @@ from training.trainer import Trainer
 SOLVED_ERROR = 0.01
 
 
-def train_and_evaluate(task: str, seed: int, device: str, out_root: Path, examples: int) -> dict:
-    """Train one seed from scratch and measure it at 1x (all training lengths), 2x and 4x."""
+def train_and_evaluate(task: str, seed: int, device: str, out_root: Path, examples: int,
+                       existing: bool = False) -> dict:
+    """Train one seed from scratch (or, ``existing``, take the run ``nram train`` left in
+    ``out_root/<task>-seed<seed>``, with the wall time its results.json records) and measure it
+    at 1x (all training lengths), 2x and 4x."""
     config = load_config(default_config_path(task), seed=seed, device=device)
     out = out_root / f"{task}-seed{seed}"
-    if (out / "checkpoint.pt").exists():
-        raise SystemExit(f"{out} already holds a run: remove it or choose another --out")
-    start = time.perf_counter()
-    trainer = (PopulationTrainer if config.population > 1 else Trainer)(config, out, progress=False)
-    trainer.train()
-    seconds = time.perf_counter() - start
+    trainer_class = PopulationTrainer if config.population > 1 else Trainer
+    if existing:
+        trainer = trainer_class(config, out, resume=True, progress=False)
+        summary = out / "results.json"  # absent where the run was stopped by a signal
+        seconds = json.loads(summary.read_text())["wall_seconds"] if summary.exists() else None
+    else:
+        if (out / "checkpoint.pt").exists():
+            raise SystemExit(f"{out} already holds a run: remove it or choose another --out")
+        start = time.perf_counter()
+        trainer = trainer_class(config, out, progress=False)
+        trainer.train()
+        seconds = time.perf_counter() - start
     longest = config.max_length
     train_lengths = list(range(config.min_length, longest + 1))
     soft = trainer.evaluate(train_lengths + [2 * longest, 4 * longest], examples=examples)
@@ -44,7 +53,8 @@ def train_and_evaluate(task: str, seed: int, device: str, out_root: Path, exampl
     return {"task": task, "seed": seed, "train_lengths": [config.min_length, longest], "steps": config.steps,
             "steps_trained": trainer.step, "population": config.population,
             "member_steps": trainer.step * config.population, "restarts": int(trainer.counters["restarts"]),
-            "seconds": round(seconds, 1), "train_error": train_error, "soft": soft, "discrete": discrete}
+            "seconds": None if seconds is None else round(seconds, 1), "train_error": train_error, "soft": soft,
+            "discrete": discrete}
 
 
 def solved(record: dict) -> bool:
@@ -69,6 +79,13 @@ def summary(values: list[float]) -> str:
     if len(values) == 1:
         return f"{100 * values[0]:.1f}"
     return f"{100 * statistics.median(values):.1f} ({100 * min(values):.1f}-{100 * max(values):.1f})"
+
+
+def wall_time(seconds: list[float | None]) -> str:
+    """Median wall time of the runs that recorded one ("?" for a run stopped before its end)."""
+    known = [value for value in seconds if value is not None]
+    text = f"{statistics.median(known):.0f} s" if known else "?"
+    return text + (f" ({len(seconds) - len(known)} stopped early)" if len(known) < len(seconds) else "")
 
 
 def markdown(records: list[dict], device: str) -> str:
@@ -97,7 +114,7 @@ def markdown(records: list[dict], device: str) -> str:
             f"| {sum(solved(r) for r in runs)}/{len(runs)} "
             f"| {', '.join(str(r.get('restarts', '?')) for r in runs)} "
             f"| {', '.join(str(r.get('member_steps', r.get('steps_trained', '?'))) for r in runs)} "
-            f"| {statistics.median(r['seconds'] for r in runs):.0f} s |")
+            f"| {wall_time([r['seconds'] for r in runs])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -110,6 +127,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/reproduce", help="where the runs go")
     parser.add_argument("--report", default="docs/results.md")
     parser.add_argument("--render-only", action="store_true", help="rewrite the table from the report's JSON")
+    parser.add_argument("--existing", action="store_true",
+                        help="score the runs `nram train --task T --seed S --out OUT/T-seedS` left, training nothing")
     args = parser.parse_args()
     report = Path(args.report)
     if args.render_only:
@@ -119,12 +138,12 @@ def main() -> None:
     records = []
     for task in args.tasks:
         for seed in args.seeds:
-            record = train_and_evaluate(task, seed, args.device, Path(args.out), args.examples)
+            record = train_and_evaluate(task, seed, args.device, Path(args.out), args.examples, args.existing)
             records.append(record)
             print(f"{task} seed {seed}: train error {record['train_error']:.4f}, "
                   f"4x soft {record['soft'][-1]['cell_error']:.4f}, "
                   f"4x discrete {record['discrete'][-1]['cell_error']:.4f}, {record['restarts']} restarts, "
-                  f"{record['steps_trained']} steps, {record['seconds']:.0f} s", flush=True)
+                  f"{record['steps_trained']} steps, {record['seconds']} s", flush=True)
     report.parent.mkdir(parents=True, exist_ok=True)
     records = merge_with_earlier(report.with_suffix(".json"), records)
     report.write_text(markdown(records, args.device))

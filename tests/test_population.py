@@ -189,3 +189,15 @@ def test_a_checkpoint_written_at_a_check_resumes_without_checking_twice(tmp_path
     assert resumed.counters["exploited"] == straight.counters["exploited"]
     for name, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_population_trains_on_cuda_as_on_the_cpu(tmp_path):
+    settings = dict(SMALL, population=3, gradient_noise=0.0, steps=3)
+    on_cpu = PopulationTrainer(TrainConfig(**settings), tmp_path / "cpu", progress=False)
+    on_cuda = PopulationTrainer(TrainConfig(**settings, device="cuda"), tmp_path / "cuda", progress=False)
+    for trainer in (on_cpu, on_cuda):
+        for _ in range(3):
+            trainer.train_step()
+    for name, value in on_cpu.model.state_dict().items():
+        torch.testing.assert_close(on_cuda.model.state_dict()[name].cpu(), value, rtol=0, atol=1e-4)

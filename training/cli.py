@@ -328,7 +328,8 @@ def make_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--task", required=True, help="one of " + ", ".join(TASK_NAMES))
     chaos.add_argument("--config", help="TOML base config (default: the task's shipped config)")
     chaos.add_argument("--lrs", default="0.01,0.03,0.1,0.3", help="comma-separated SGD learning rates")
-    chaos.add_argument("--weight-decays", default="0,1e-4,1e-3,1e-2", help="comma-separated weight decays")
+    chaos.add_argument("--weight-decays", default="0,1e-3,1e-2,3e-2",
+                       help="comma-separated weight decays (3e-2: the shipped SGD configs')")
     chaos.add_argument("--momentum", type=float, default=0.5)
     chaos.add_argument("--batch-size", type=int)
     chaos.add_argument("--steps", type=int, default=300, help="steps per run")
