@@ -105,8 +105,9 @@ def markdown(records: list[dict], device: str) -> str:
     for task in dict.fromkeys(r["task"] for r in records):
         runs = [r for r in records if r["task"] == task]
         low, high = runs[0]["train_lengths"]
+        earlier = "*" if any("population" not in r for r in runs) else ""
         lines.append(
-            f"| {task} | {low}-{high} | {summary([r['train_error'] for r in runs])} "
+            f"| {task}{earlier} | {low}-{high} | {summary([r['train_error'] for r in runs])} "
             f"| {summary([r['soft'][-2]['cell_error'] for r in runs])} "
             f"| {summary([r['soft'][-1]['cell_error'] for r in runs])} "
             f"| {summary([r['discrete'][-2]['cell_error'] for r in runs])} "
@@ -115,6 +116,9 @@ def markdown(records: list[dict], device: str) -> str:
             f"| {', '.join(str(r.get('restarts', '?')) for r in runs)} "
             f"| {', '.join(str(r.get('member_steps', r.get('steps_trained', '?'))) for r in runs)} "
             f"| {wall_time([r['seconds'] for r in runs])} |")
+    if any("population" not in r for r in records):
+        lines += ["", "\\* Trained before every length ran at its own M(n) and T(n) (a batch then ran at its "
+                  "longest example's), with the same config; not yet re-run."]
     return "\n".join(lines) + "\n"
 
 

@@ -131,3 +131,22 @@ def test_a_full_disk_is_a_clear_error_that_keeps_the_previous_checkpoint(tmp_pat
     monkeypatch.undo()
     assert torch.load(path, weights_only=True)["step"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def test_rollout_loss_names_targets_outside_the_memory_values():
+    from nram.model import NRAM, MachineConfig, rollout_loss
+    rollout = NRAM(MachineConfig(num_registers=2))(torch.zeros(2, 5, dtype=torch.long), 2)
+    with pytest.raises(ValueError, match="target cells must hold values in 0..4, got values from 7 to 7"):
+        rollout_loss(rollout, torch.full((2, 5), 7), torch.ones(2, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"target and mask must be \[B, M\] = \[2, 5\]"):
+        rollout_loss(rollout, torch.zeros(2, 4, dtype=torch.long), torch.ones(2, 4, dtype=torch.bool))
+
+
+def test_the_nan_guard_names_a_checkpoint_only_if_one_exists(tmp_path):
+    from training.config import TrainConfig
+    from training.trainer import Trainer, TrainingDiverged
+    trainer = Trainer(TrainConfig(task="access", max_length=3, nan_patience=2, steps=10), tmp_path, progress=False)
+    with torch.no_grad():
+        trainer.model.controller.readout.bias.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="No checkpoint was written before it"):
+        trainer.train()

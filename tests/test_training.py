@@ -5,11 +5,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from training.checkpoint import load_checkpoint
 from training.cli import main
 from training.config import TrainConfig
 from training.signals import Interrupted
@@ -278,3 +280,29 @@ def test_controller_and_dropout_flags_reach_the_config(tmp_path, flags, expected
     assert main(["train", "--config", config, "--steps", "2", "--out", str(out), *flags]) == 0
     saved = torch.load(out / "checkpoint.pt", weights_only=True)["config"]
     assert {key: saved[key] for key in expected} == expected
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_nram_train_stopped_by_a_signal_from_outside_resumes_bit_for_bit(tmp_path, signum):
+    config = write_config(tmp_path / "run.toml", steps=300, checkpoint_every=1000, eval_every=1000)
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    train = [sys.executable, "-m", "training.cli", "train", "--config", config]
+    subprocess.run([*train, "--out", str(tmp_path / "straight")], check=True, env=environment, capture_output=True)
+    stopped = subprocess.Popen([*train, "--out", str(tmp_path / "split")], env=environment, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert stopped.stdout.readline().startswith("training ")  # set up and training
+    time.sleep(1.5)
+    stopped.send_signal(signum)
+    _, error = stopped.communicate(timeout=120)
+    assert stopped.returncode == 128 + signum, error
+    assert f"{signal.Signals(signum).name} at step" in error and "continue with --resume" in error
+    step = load_checkpoint(tmp_path / "split" / "checkpoint.pt")["step"]
+    assert 0 < step < 300
+    subprocess.run([*train[:-2], "--out", str(tmp_path / "split"), "--resume"], check=True, env=environment,
+                   capture_output=True)
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    resumed = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    assert resumed["step"] == straight["step"] == 300
+    for name, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+    assert torch.equal(straight["rng"]["data"], resumed["rng"]["data"])

@@ -300,7 +300,7 @@ def plot_phase_diagram(records: Sequence[dict[str, Any]], path: str | Path, *, t
     ax_grid.set_yticks(range(len(decays)), [f"{v:.3g}" for v in decays])
     ax_grid.set_xlabel("learning rate")
     ax_grid.set_ylabel("weight decay")
-    ax_grid.set_title("final J per run (box: the lowest final loss among runs at the edge)")
+    ax_grid.set_title("final J (box: lowest loss at the edge)")
     fig.colorbar(image, ax=ax_grid, label="final J  (<1 ordered, >1 chaotic)")
 
     for record, j_end in zip(records, final_j):
