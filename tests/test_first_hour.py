@@ -21,19 +21,20 @@ def test_version_and_help_with_defaults(capsys):
     except SystemExit as exit_:
         assert exit_.code == 0
     assert capsys.readouterr().out.startswith("nram ")
-    try:
-        main(["eval", "--help"])
-    except SystemExit:
-        pass
-    text = " ".join(capsys.readouterr().out.split())
+    text = help_text(capsys, "eval")
     assert "(default: 1000)" in text and "(default: the longest training length" in text
     assert "None" not in text
+    text = help_text(capsys, "train")
+    assert "--seed SEED seeds weights" in text and "--lr LR learning rate" in text
+
+
+def help_text(capsys, command):
+    """``nram COMMAND --help`` as one line of words."""
     try:
-        main(["train", "--help"])
+        main([command, "--help"])
     except SystemExit:
         pass
-    text = " ".join(capsys.readouterr().out.split())
-    assert "--seed SEED seeds weights" in text and "--lr LR learning rate" in text
+    return " ".join(capsys.readouterr().out.split())
 
 
 def test_a_run_ends_with_one_true_sentence_and_writes_results_json(tmp_path, capsys):

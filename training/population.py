@@ -35,7 +35,7 @@ from training.diagnostics import GateAdaptation
 from training.evaluate import cell_errors, evaluate, evaluation_batches
 from training.optim.members import MEMBER_OPTIMIZERS
 from training.trainer import ARCHITECTURE_KEYS, RESTART_SEED_OFFSET, Trainer, attempt_ends, build_optimizer, \
-    fresh_counters, gate_probes, new_curriculum, noise_std
+    check_same_run, fresh_counters, gate_probes, new_curriculum, noise_std
 
 POPULATION_NAME = "population.pt"
 """The whole population's checkpoint, beside the best member's ``checkpoint.pt``."""
@@ -397,11 +397,7 @@ class PopulationTrainer(Trainer):
 
     def restore(self, payload: dict[str, Any]) -> None:
         """Continue a population from ``population.pt``."""
-        saved = TrainConfig.from_dict(payload["config"], source=str(self.population_path))
-        for key in ("population", *ARCHITECTURE_KEYS):
-            if getattr(saved, key) != getattr(self.config, key):
-                raise CheckpointError(f"{self.population_path} was trained with {key}={getattr(saved, key)!r}, "
-                                      f"this run has {key}={getattr(self.config, key)!r}")
+        check_same_run(payload, self.config, self.population_path, ("population", *ARCHITECTURE_KEYS))
         try:
             self.model.load_state_dict(payload["model"])
             self.optimizer.load_state_dict(payload["optimizer"])

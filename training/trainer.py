@@ -64,6 +64,17 @@ def attempt_ends(config: TrainConfig, counters: dict[str, float], step: int) -> 
     return bool(every) and step > started and (step - started) % every == 0
 
 
+def check_same_run(payload: dict[str, Any], config: TrainConfig, path: Path, keys: tuple[str, ...] = ARCHITECTURE_KEYS
+                   ) -> None:
+    """Raise :class:`CheckpointError` unless the checkpoint ``payload`` (read from ``path``) was
+    trained with this ``config``'s values of ``keys``."""
+    saved = TrainConfig.from_dict(payload["config"], source=str(path))
+    for key in keys:
+        if getattr(saved, key) != getattr(config, key):
+            raise CheckpointError(f"{path} was trained with {key}={getattr(saved, key)!r}, "
+                                  f"this run has {key}={getattr(config, key)!r}")
+
+
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient was NaN or infinite for ``nan_patience`` steps in a row."""
 
@@ -195,11 +206,7 @@ class Trainer:
 
     def restore(self, payload: dict[str, Any]) -> None:
         """Continue from a checkpoint of the same task and architecture."""
-        saved = TrainConfig.from_dict(payload["config"], source=str(self.checkpoint_path))
-        for key in ARCHITECTURE_KEYS:
-            if getattr(saved, key) != getattr(self.config, key):
-                raise CheckpointError(f"{self.checkpoint_path} was trained with {key}={getattr(saved, key)!r}, "
-                                      f"this run has {key}={getattr(self.config, key)!r}")
+        check_same_run(payload, self.config, self.checkpoint_path)
         try:
             self.model.load_state_dict(payload["model"])
             self.optimizer.load_state_dict(payload["optimizer"])
