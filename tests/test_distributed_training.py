@@ -2,14 +2,18 @@
 
 import os
 import socket
+import time
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
 
+from nram.model import NRAM
 from training.config import TrainConfig
-from training.distributed import shutdown_workers
-from training.trainer import Trainer
+from training.distributed import data_parallel_model, shutdown_workers
+from training.trainer import RANK_SEED_OFFSET, Trainer, new_curriculum
 
 SMALL = dict(task="access", min_length=2, max_length=4, timesteps=3, timesteps_per_length=0.0, num_registers=2,
              hidden_size=16, batch_size=8, log_every=2, eval_every=100, eval_examples=16, checkpoint_every=3,
@@ -20,6 +24,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def spawn_workers(*args, deadline_s: float = 240.0) -> None:
+    """``worker(rank, *args)`` on two processes; fails (instead of hanging the suite) if a
+    mismatched collective leaves them waiting past ``deadline_s``."""
+    context = mp.start_processes(worker, args=args, nprocs=2, join=False, start_method="spawn")
+    started = time.monotonic()
+    while not context.join(timeout=1.0):
+        if time.monotonic() - started > deadline_s:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"the workers did not finish within {deadline_s:.0f} s")
 
 
 def worker(rank: int, port: int, out: str, settings: dict, errors: tuple[float, float] | None = None) -> None:
@@ -39,7 +55,7 @@ def worker(rank: int, port: int, out: str, settings: dict, errors: tuple[float, 
                                       dict(optimizer="sgd", momentum=0.5, restart_every=2, restart_above=0.0),
                                       dict(optimizer="rbd", lr=1.0, optimizer_options={"dims": 8})])
 def test_two_workers_end_with_identical_parameters(tmp_path, settings):
-    mp.spawn(worker, args=(free_port(), str(tmp_path), {**SMALL, **settings}), nprocs=2, join=True)
+    spawn_workers(free_port(), str(tmp_path), {**SMALL, **settings})
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert rank0["level"] == rank1["level"]
     for name, value in rank0["model"].items():
@@ -52,13 +68,38 @@ def test_two_workers_end_with_identical_parameters(tmp_path, settings):
     assert not all(torch.equal(v, single.model.state_dict()[k]) for k, v in rank0["model"].items())
 
 
+def test_the_workers_steps_split_into_different_numbers_of_rollouts():
+    """What the tests above run through: with batches split by length, worker 0 and worker 1 run
+    different numbers of forward passes in some steps (which once hung DistributedDataParallel)."""
+    config = TrainConfig(**SMALL)
+    rollouts = []
+    for rank in (0, 1):
+        curriculum = new_curriculum(config)
+        generator = torch.Generator().manual_seed(config.seed + RANK_SEED_OFFSET * rank)
+        rollouts.append([len(torch.unique(curriculum.sample_lengths(config.batch_size, generator)))
+                         for _ in range(config.steps)])
+    assert rollouts[0] != rollouts[1]
+
+
 @pytest.mark.parametrize("restart_above, restarts", [(0.5, 0), (0.3, 2)])
 def test_workers_restart_together_on_their_mean_error(tmp_path, restart_above, restarts):
     """Rank 0 measures 0.0 and rank 1 0.8: on their own they would disagree at every check;
     on the mean (0.4) both are solved below a 0.5 threshold and both restart above 0.3."""
     settings = {**SMALL, "optimizer": "sgd", "restart_every": 2, "restart_above": restart_above}
-    mp.spawn(worker, args=(free_port(), str(tmp_path), settings, (0.0, 0.8)), nprocs=2, join=True)
+    spawn_workers(free_port(), str(tmp_path), settings, (0.0, 0.8))
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert rank0["restarts"] == rank1["restarts"] == restarts
     for name, value in rank0["model"].items():
         assert torch.equal(value, rank1["model"][name]), name
+
+
+def test_data_parallel_model_never_syncs_buffers_in_the_forward_pass():
+    """A buffer broadcast per forward would pair up wrongly across workers running different
+    numbers of rollouts; the wrapped model must not do it (a plain wrap would)."""
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        model = NRAM(TrainConfig(**SMALL).machine_config())
+        assert DistributedDataParallel(model).will_sync_module_buffers()
+        assert not data_parallel_model(model).will_sync_module_buffers()
+    finally:
+        dist.destroy_process_group()

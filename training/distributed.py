@@ -10,11 +10,14 @@ parameters; only rank 0 logs and writes checkpoints.
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 class Workers(NamedTuple):
@@ -44,6 +47,19 @@ def setup_workers(device: torch.device) -> tuple[Workers, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return Workers(dist.get_rank(), dist.get_world_size()), device
+
+
+def data_parallel_model(model: nn.Module) -> DistributedDataParallel:
+    """``model`` wrapped so that a step's last backward averages gradients over the workers.
+
+    Its buffers are never synchronised in the forward pass: the only one is a constant, and a
+    broadcast per forward would pair up wrongly (and can hang) when workers run different
+    numbers of rollouts in one step, as they do whenever their batches hold different sets of
+    lengths. Newer torch names the option ``forward_sync_buffers``; older torch ``broadcast_buffers``.
+    """
+    parameters = inspect.signature(DistributedDataParallel).parameters
+    option = "forward_sync_buffers" if "forward_sync_buffers" in parameters else "broadcast_buffers"
+    return DistributedDataParallel(model, **{option: False})
 
 
 def shutdown_workers(workers: Workers) -> None:

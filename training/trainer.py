@@ -26,7 +26,7 @@ from tasks.curriculum import FixedCurriculum, ZarembaCurriculum
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.diagnostics import GateAdaptation, log_order_parameters
-from training.distributed import gather_objects, setup_workers, sum_across_workers
+from training.distributed import data_parallel_model, gather_objects, setup_workers, sum_across_workers
 from training.evaluate import cell_errors, evaluate
 from training.optim import make_optimizer
 from training.signals import Interrupted, StopRequest
@@ -153,7 +153,7 @@ class Trainer:
         self.model = NRAM(config.machine_config()).to(self.device)
         self.optimizer = build_optimizer(config, self.model)
         data_parallel = self.workers.world_size > 1 and config.optimizer in ("adam", "sgd")
-        self.forward_model = DistributedDataParallel(self.model) if data_parallel else self.model
+        self.forward_model = data_parallel_model(self.model) if data_parallel else self.model
         self.curriculum = new_curriculum(config)
         self.data_generator = torch.Generator().manual_seed(config.seed + RANK_SEED_OFFSET * self.workers.rank)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
