@@ -18,7 +18,7 @@ from torch import Tensor
 from nram.circuit import CircuitLayout
 from nram.gates import GATE_ARITY
 
-_INTEGER_GATES = {
+INTEGER_GATES = {
     "zero": lambda a, b, m: torch.zeros_like(a),
     "one": lambda a, b, m: torch.ones_like(a) % m,
     "two": lambda a, b, m: torch.full_like(a, 2) % m,
@@ -32,6 +32,7 @@ _INTEGER_GATES = {
     "min": lambda a, b, m: torch.minimum(a, b),
     "max": lambda a, b, m: torch.maximum(a, b),
 }
+"""Every gate but READ and WRITE on integers: ``(a, b, M) -> output`` (mod M where it can overflow)."""
 
 
 class DiscreteTrace(NamedTuple):
@@ -52,17 +53,22 @@ class DiscreteTrace(NamedTuple):
 
 
 def discrete_step(memory: Tensor, registers: Tensor, gate_inputs: Tensor, register_sources: Tensor,
-                  gates: Sequence[str]) -> tuple[Tensor, Tensor, Tensor]:
+                  gates: Sequence[str], running: Tensor | None = None, in_place: bool = False
+                  ) -> tuple[Tensor, Tensor, Tensor]:
     """Run one timestep of the integer machine for a batch.
 
     memory ``LongTensor[B, M]``, registers ``LongTensor[B, R]``. ``gate_inputs[b, i, k]`` picks
     input k of gate i among ``(r_0..r_{R-1}, o_0..o_{i-1})`` (inputs beyond the gate's arity
     are ignored); ``register_sources[b, r]`` picks among ``(r_0..r_{R-1}, o_0..o_{Q-1})``.
     READ(p) returns ``memory[p]`` as it was before this step's WRITE; WRITE(p, a) stores a at
-    p and outputs 0. Returns ``(memory', registers', gate_outputs [B, Q])``.
+    p and outputs 0. Examples where ``running`` ``BoolTensor[B]`` is false keep their memory
+    and registers. ``in_place`` writes into ``memory`` instead of a copy: O(B) per WRITE
+    rather than O(B M), what long runs need. Returns ``(memory', registers', gate_outputs [B, Q])``.
     """
     memory_size = memory.shape[1]
-    sources = registers
+    num_registers = registers.shape[1]
+    sources = registers.new_empty(registers.shape[0], num_registers + len(gates))
+    sources[:, :num_registers] = registers
     for i, name in enumerate(gates):
         inputs = sources.gather(1, gate_inputs[:, i, : max(GATE_ARITY[name], 1)])
         a = inputs[:, 0]
@@ -70,13 +76,19 @@ def discrete_step(memory: Tensor, registers: Tensor, gate_inputs: Tensor, regist
         if name == "read":
             out = memory.gather(1, a[:, None]).squeeze(1)
         elif name == "write":
-            memory = memory.scatter(1, a[:, None], b[:, None])
+            if running is not None:  # a stopped example writes back the value its cell holds
+                b = torch.where(running, b, memory.gather(1, a[:, None]).squeeze(1))
+            write = memory.scatter_ if in_place else memory.scatter
+            memory = write(1, a[:, None], b[:, None])
             out = torch.zeros_like(a)
         else:
-            out = _INTEGER_GATES[name](a, b, memory_size)
-        sources = torch.cat([sources, out[:, None]], dim=1)
-    outputs = sources[:, registers.shape[1]:]
-    return memory, sources.gather(1, register_sources), outputs
+            out = INTEGER_GATES[name](a, b, memory_size)
+        sources[:, num_registers + i] = out
+    outputs = sources[:, num_registers:]
+    new_registers = sources.gather(1, register_sources)
+    if running is not None:
+        new_registers = torch.where(running[:, None], new_registers, registers)
+    return memory, new_registers, outputs
 
 
 def split_choices(slot_choices: Tensor, layout: CircuitLayout) -> tuple[Tensor, Tensor]:
@@ -96,12 +108,13 @@ def split_choices(slot_choices: Tensor, layout: CircuitLayout) -> tuple[Tensor, 
 def _discrete_steps(model: torch.nn.Module, memory0: Tensor, steps: int) -> Iterator[tuple[Tensor, ...]]:
     """Run ``model`` discretely, yielding after each step ``(memory, registers, gate_inputs,
     register_sources, gate_outputs, running)``; ``running`` ``[B]`` is false for the examples that
-    have stopped (their memory and registers frozen). Ends early once every example has stopped."""
+    have stopped (their memory and registers frozen). Ends early once every example has stopped.
+    The yielded memory is one tensor updated in place: clone it to keep a step's."""
     model.check_memory(memory0, steps, integer=True)
     layout: CircuitLayout = model.layout
     readout = model.readout()
     batch_size = memory0.shape[0]
-    memory = memory0
+    memory = memory0.clone()  # the steps write into it
     registers = memory0.new_zeros(batch_size, layout.num_registers)
     state = model.controller.initial_state(batch_size, memory0.device)
     running = torch.ones(batch_size, dtype=torch.bool, device=memory0.device)
@@ -109,11 +122,8 @@ def _discrete_steps(model: torch.nn.Module, memory0: Tensor, steps: int) -> Iter
         is_zero = (registers == 0).to(model.dtype)
         choices, stop_logit, state = model.step_logits(is_zero, state, readout)
         gate_inputs, register_sources = split_choices(choices.argmax(-1), layout)
-        new_memory, new_registers, outputs = discrete_step(memory, registers, gate_inputs,
-                                                           register_sources, layout.gates)
-        keep = running[:, None]
-        memory = torch.where(keep, new_memory, memory)
-        registers = torch.where(keep, new_registers, registers)
+        memory, registers, outputs = discrete_step(memory, registers, gate_inputs, register_sources, layout.gates,
+                                                   running=running, in_place=True)
         running = running & ~(stop_logit > 0)
         yield memory, registers, gate_inputs, register_sources, outputs, running
         if not running.any():
@@ -134,7 +144,7 @@ def trace_discrete(model: torch.nn.Module, memory0: Tensor, steps: int) -> Discr
     was_running = torch.ones(batch_size, dtype=torch.bool, device=memory0.device)
     for t, (memory, registers, gate_inputs, register_sources, outputs, running) in \
             enumerate(_discrete_steps(model, memory0, steps)):
-        for key, value in (("memories", memory), ("registers", registers), ("gate_inputs", gate_inputs),
+        for key, value in (("memories", memory.clone()), ("registers", registers), ("gate_inputs", gate_inputs),
                            ("register_sources", register_sources), ("gate_outputs", outputs)):
             record[key].append(value)
         stop_steps[was_running & ~running] = t + 1

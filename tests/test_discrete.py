@@ -46,6 +46,30 @@ def test_discrete_step_matches_a_plain_interpreter(gates):
         assert new_registers[b].tolist() == want_registers
 
 
+def test_a_stopped_example_keeps_its_memory_and_registers_and_in_place_writes_the_same():
+    layout = CircuitLayout(3)
+    gen = torch.Generator().manual_seed(1)
+    batch, size = 64, 9
+    memory = torch.randint(0, size, (batch, size), generator=gen)
+    registers = torch.randint(0, size, (batch, 3), generator=gen)
+    running = torch.rand(batch, generator=gen) < 0.5
+    choices = torch.stack([torch.randint(0, w, (batch,), generator=gen) for w in layout.slot_widths], dim=1)
+    gate_inputs, register_sources = split_choices(choices, layout)
+    copied = discrete_step(memory, registers, gate_inputs, register_sources, layout.gates, running=running)
+    into = memory.clone()
+    in_place = discrete_step(into, registers, gate_inputs, register_sources, layout.gates, running=running,
+                             in_place=True)
+    assert in_place[0] is into
+    for b in range(batch):
+        want_memory, want_registers = interpret(memory[b].tolist(), registers[b].tolist(), gate_inputs[b].tolist(),
+                                                register_sources[b].tolist(), layout.gates)
+        if not running[b]:
+            want_memory, want_registers = memory[b].tolist(), registers[b].tolist()
+        for new_memory, new_registers, _ in (copied, in_place):
+            assert new_memory[b].tolist() == want_memory
+            assert new_registers[b].tolist() == want_registers
+
+
 def decisive_model(seed, controller="mlp", gates=None, stop_logit=-50.0):
     """A random controller whose logits are so large that every softmax is one-hot."""
     torch.manual_seed(seed)

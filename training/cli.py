@@ -3,6 +3,7 @@
     nram train --task copy [--config FILE] [--steps N] [--seed S] [--device D] [--out DIR] [--resume]
     nram eval --checkpoint DIR/checkpoint.pt --lengths 5,10,20 [--discrete] [--json FILE]
     nram run --checkpoint DIR/checkpoint.pt --length 8
+    nram program --checkpoint DIR/checkpoint.pt [--python FILE] [--verify [--lengths 6,60,600]]
     nram chaos --task copy [--lrs 0.01,0.1] [--weight-decays 0,1e-3] [--steps 300]
 """
 
@@ -30,6 +31,8 @@ from training.distributed import shutdown_workers
 from training.evaluate import evaluate
 from training.show import format_trace
 from training.signals import Interrupted
+from training.program_machine import decompile, evaluate_program
+from training.program_source import program_source, standalone_source
 from training.population import POPULATION_KEYS, POPULATION_NAME, PopulationTrainer
 from training.trainer import CHECKPOINT_NAME, Trainer, TrainingDiverged, check_memory_fits
 
@@ -238,6 +241,32 @@ def command_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_program(args: argparse.Namespace) -> int:
+    if args.examples < 1:
+        raise ValueError(f"--examples needs at least 1 example per length, got {args.examples}")
+    model, config = model_from_checkpoint(load_checkpoint(args.checkpoint))
+    program, first_seen = decompile(model, config)
+    layout = model.layout
+    reached = int((first_seen >= 0).sum())
+    header = (f"{config.task}: the program of {args.checkpoint} ({config.controller} controller, discretised); "
+              f"{reached} of {2 ** layout.num_registers} register patterns reached on lengths "
+              f"{config.min_length}..{config.max_length} and {4 * config.max_length}")
+    print(f"# {header}\n# gates in circuit order: {', '.join(layout.gates)}")
+    print(program_source(program))
+    if args.python:
+        write_text(Path(args.python), standalone_source(program, layout, header + "."))
+        print(f"standalone function run(memory, steps) written to {args.python}")
+    if args.verify:
+        longest = config.max_length
+        lengths = parse_numbers(args.lengths, "--lengths", int, 1) if args.lengths else \
+            [longest, 4 * longest, 100 * longest]
+        print(f"the program on the integer machine, {args.examples} examples per length (inputs as nram eval's):")
+        print_results(evaluate_program(program, layout, get_task(config.task), lengths,
+                                       memory_size_for=config.memory_size_for, timesteps_for=config.timesteps_for,
+                                       examples=args.examples, seed=args.seed))
+    return 0
+
+
 def command_chaos(args: argparse.Namespace) -> int:
     if args.every < 1 or args.steps < 1:
         raise ValueError(f"--steps and --every must be >= 1, got {args.steps} and {args.every}")
@@ -322,6 +351,20 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--length", type=int, required=True, help="input length n (memory M(n) from the config)")
     run.add_argument("--seed", type=int, default=0, help="seed of the example drawn")
     run.set_defaults(handler=command_run)
+
+    program = commands.add_parser("program", help="the program a trained controller computes, as rules",
+                                  formatter_class=formatter,
+                                  description="Read a feed-forward controller (mlp, gated) off as the rules it follows "
+                                              "once discretised, in the form of training/programs.py.")
+    program.add_argument("--checkpoint", required=True)
+    program.add_argument("--python", help="also write a standalone Python function run(memory, steps) here")
+    program.add_argument("--verify", action="store_true",
+                         help="run the program on the integer machine and print error by length")
+    program.add_argument("--lengths", help="lengths to verify at (default: the longest training length, 4x "
+                                           "and 100x it)")
+    program.add_argument("--examples", type=int, default=1000, help="examples per length")
+    program.add_argument("--seed", type=int, default=1234, help="seed of the inputs (nram eval's default)")
+    program.set_defaults(handler=command_program)
 
     chaos = commands.add_parser("chaos", help="phase diagram of J over learning rate x weight decay",
                                 formatter_class=formatter)

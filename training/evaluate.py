@@ -58,17 +58,32 @@ def evaluate(model: NRAM, task: Task, lengths: Iterable[int], *, memory_size_for
     """
     was_training = model.training
     model.eval()
+    records = error_by_length(lambda memory0, steps: final_memory(model, memory0, steps, discrete), task, lengths,
+                              memory_size_for=memory_size_for, timesteps_for=timesteps_for, examples=examples,
+                              seed=seed, device=device, mode="discrete" if discrete else "soft")
+    model.train(was_training)
+    return records
+
+
+def error_by_length(run: Callable[[Tensor, int], Tensor], task: Task, lengths: Iterable[int], *,
+                    memory_size_for: Callable[[int], int], timesteps_for: Callable[[int], int], examples: int,
+                    seed: int, device: torch.device | str, mode: str, whole_lengths: bool = False) -> list[dict]:
+    """:func:`evaluate`'s records for any machine: ``run(memory0 [B, M], steps)`` returns the final
+    integer memory ``[B, M]``; ``mode`` names it in the records. ``whole_lengths`` runs all of a
+    length's examples as one batch (the same inputs), for machines that keep O(B M) memory."""
     records = []
     for length in lengths:
         memory_size = memory_size_for(length)
         wrong_cells = scored_cells = solved = 0
-        for batch in evaluation_batches(task, length, memory_size, examples, seed, device):
-            wrong, scored = cell_errors(final_memory(model, batch.memory, timesteps_for(length), discrete), batch)
+        batches = evaluation_batches(task, length, memory_size, examples, seed, device)
+        if whole_lengths:
+            batches = [TaskBatch(*(torch.cat(parts) for parts in zip(*batches)))]
+        for batch in batches:
+            wrong, scored = cell_errors(run(batch.memory, timesteps_for(length)), batch)
             wrong_cells += int(wrong.sum())
             scored_cells += int(scored.sum())
             solved += int((wrong == 0).sum())
-        records.append({"length": length, "memory_size": memory_size, "mode": "discrete" if discrete else "soft",
+        records.append({"length": length, "memory_size": memory_size, "mode": mode,
                         "cell_error": wrong_cells / max(scored_cells, 1), "example_accuracy": solved / examples,
                         "examples": examples})
-    model.train(was_training)
     return records
