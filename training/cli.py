@@ -4,6 +4,7 @@
     nram eval --checkpoint DIR/checkpoint.pt --lengths 5,10,20 [--discrete] [--json FILE]
     nram run --checkpoint DIR/checkpoint.pt --length 8
     nram program --checkpoint DIR/checkpoint.pt [--python FILE] [--verify [--lengths 6,60,600]]
+    nram search --task listk --trials 100 [--workers 2] [--storage URL] [--study NAME] [--steps N]
     nram chaos --task copy [--lrs 0.01,0.1] [--weight-decays 0,1e-3] [--steps 300]
 """
 
@@ -26,11 +27,13 @@ from nram.discrete import trace_discrete
 from tasks import TASK_NAMES, get_task
 from training.chaos_sweep import sweep
 from training.checkpoint import load_checkpoint, locked_run_directory, model_from_checkpoint
-from training.config import TrainConfig, default_config_path, load_config
+from training.config import TrainConfig, default_config_path, load_config, read_toml
 from training.distributed import shutdown_workers
 from training.evaluate import evaluate
 from training.show import format_trace
 from training.signals import Interrupted
+from training.search import Search, run_search, storage_url, summary_table, write_best
+from training.search_space import search_space
 from training.program_machine import decompile, evaluate_program
 from training.program_source import program_source, standalone_source
 from training.population import POPULATION_KEYS, POPULATION_NAME, PopulationTrainer
@@ -267,6 +270,31 @@ def command_program(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_search(args: argparse.Namespace) -> int:
+    if args.trials < 1 or args.workers < 1:
+        raise ValueError(f"--trials and --workers must be >= 1, got {args.trials} and {args.workers}")
+    task = get_task(args.task).name if args.task else None
+    path = args.config or (default_config_path(task) if task else None)
+    if path is None:
+        raise ValueError("say what to search: --task NAME (its shipped config's [search] table) or --config FILE")
+    base = load_config(path, task=task, steps=args.steps, seed=args.seed)
+    parameters = tuple(search_space(read_toml(path).get("search"), source=str(path)))
+    out = Path(args.out or f"runs/search-{base.task}")
+    out.mkdir(parents=True, exist_ok=True)
+    search = Search(base, parameters, storage_url(args.storage, out), args.study or base.task, out, args.trials)
+    try:
+        study = run_search(search, args.workers)
+    except (Interrupted, KeyboardInterrupt):
+        print(f"search stopped; the study {search.study_name!r} is kept in {search.storage}: run the same command "
+              f"to continue it", file=sys.stderr)
+        return 130
+    print(summary_table(study, parameters))
+    written = write_best(study, search)
+    if written:
+        print(f"best config: {written[0]} (nram train --config {written[0]})\nits checkpoint: {written[1]}")
+    return 0
+
+
 def command_chaos(args: argparse.Namespace) -> int:
     if args.every < 1 or args.steps < 1:
         raise ValueError(f"--steps and --every must be >= 1, got {args.steps} and {args.every}")
@@ -365,6 +393,22 @@ def make_parser() -> argparse.ArgumentParser:
     program.add_argument("--examples", type=int, default=1000, help="examples per length")
     program.add_argument("--seed", type=int, default=1234, help="seed of the inputs (nram eval's default)")
     program.set_defaults(handler=command_program)
+
+    search = commands.add_parser("search", help="hyperparameter search with Optuna", formatter_class=formatter,
+                                 description="Sample the settings of a config's [search] table, one training run "
+                                             "per trial, pruning hopeless trials (successive halving).")
+    search.add_argument("--task", help="one of " + ", ".join(TASK_NAMES) + " (its shipped config)")
+    search.add_argument("--config", help="TOML config with a [search] table (default: the task's shipped one)")
+    search.add_argument("--trials", type=int, required=True,
+                        help="finished trials (completed or pruned) the study should reach")
+    search.add_argument("--workers", type=int, default=1, help="local processes working on the study")
+    search.add_argument("--storage", help="Optuna database URL shared by many machines, e.g. "
+                                          "postgresql://user:password@host/db (default: OUT/study.db, SQLite)")
+    search.add_argument("--study", help="study name (default: the task's)")
+    search.add_argument("--steps", type=int, help="step budget of each trial (default: the config's)")
+    search.add_argument("--seed", type=int, help="seed of every trial (default: the config's)")
+    search.add_argument("--out", help="output directory (default runs/search-<task>)")
+    search.set_defaults(handler=command_search)
 
     chaos = commands.add_parser("chaos", help="phase diagram of J over learning rate x weight decay",
                                 formatter_class=formatter)

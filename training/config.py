@@ -7,6 +7,7 @@ and a TOML file (``training/configs/<task>.toml``) or command-line flags overrid
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import typing
@@ -254,18 +255,49 @@ class TrainConfig:
 
 
 def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
-    """Read a TOML file of TrainConfig fields, then apply ``overrides`` (None values are ignored)."""
+    """Read a TOML file of TrainConfig fields, then apply ``overrides`` (None values are ignored).
+    A ``[search]`` table, the ranges ``nram search`` samples (:mod:`training.search`), is not a
+    setting and is left out."""
+    values = read_toml(path)
+    values.pop("search", None)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_dict(values, source=str(path))
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file's contents; ``ValueError`` with the reason when it is missing, unreadable or not TOML."""
     path = Path(path)
     try:
-        values = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ValueError(f"config file {path} does not exist") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
         raise ValueError(f"config file {path} cannot be read: {type(error).__name__}") from None
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"config file {path} is not valid TOML: {error}") from None
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig.from_dict(values, source=str(path))
+
+
+def config_toml(config: TrainConfig, comment: str = "") -> str:
+    """``config`` as a TOML file that :func:`load_config` reads back to an equal config;
+    ``comment`` heads it, one ``#`` line per line."""
+    lines = [f"# {line}".rstrip() for line in comment.splitlines()]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in config.to_dict().items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if math.isfinite(value) else ("nan" if value != value else ("inf" if value > 0 else "-inf"))
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }" \
+            if value else "{}"
+    raise ValueError(f"cannot write {value!r} ({type(value).__name__}) as TOML")
 
 
 def default_config_path(task: str) -> Path | None:

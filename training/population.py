@@ -321,9 +321,10 @@ class PopulationTrainer(Trainer):
         """Whether ``member``'s attempt ends at this step (:func:`training.trainer.attempt_ends`)."""
         return attempt_ends(self.config, member.counters, self.step)
 
-    def check_attempt(self) -> None:
+    def check_attempt(self) -> float:
         """Score every member; mark the exact ones solved; restart members whose attempt ended above
-        ``restart_above``; replace the worst members when exploitation is due."""
+        ``restart_above``; replace the worst members when exploitation is due. Returns the best
+        member's error."""
         config = self.config
         errors = self.training_errors()
         ending = [self.member_attempt_ends(member) for member in self.members]
@@ -332,8 +333,9 @@ class PopulationTrainer(Trainer):
             member.counters["solved"] = int(member.error <= config.restart_above)
         self.best = int(torch.argmin(errors))
         self.counters["solved"] = int(errors[self.best] <= config.restart_above)
+        best_error = float(errors[self.best])
         if (config.stop_when_solved and self.counters["solved"]) or self.step >= config.steps:
-            return  # the run ends here; a longer budget, resumed, checks again
+            return best_error  # the run ends here; a longer budget, resumed, checks again
         for index, member in enumerate(self.members):
             if ending[index] and not member.counters["solved"]:
                 self.restart_member(index)
@@ -341,6 +343,7 @@ class PopulationTrainer(Trainer):
             self.exploit_and_explore(torch.tensor([member.error for member in self.members]))
         self.best = min(range(len(self.members)), key=lambda index: self.members[index].error)
         self.counters["checked_at"] = self.step
+        return best_error
 
     def exploit_and_explore(self, errors: Tensor) -> None:
         """The worst ``exploit_fraction`` of the members (by ``errors`` ``[P]``) are replaced:

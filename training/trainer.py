@@ -12,7 +12,7 @@ import math
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -351,14 +351,16 @@ class Trainer:
         self.counters.update(entropy_weight=config.entropy_bonus, started_at=self.step, level_wrong=0,
                              level_scored=0)
 
-    def check_attempt(self) -> None:
+    def check_attempt(self) -> float:
         """Score the run over its training lengths: at or below ``restart_above`` it is marked solved,
         which ends the run when ``stop_when_solved``; above it, an attempt that has ended restarts
-        (unless the steps are spent). Workers decide on their mean error, so all agree."""
+        (unless the steps are spent). Workers decide on their mean error, so all agree. Returns
+        the error."""
         error = sum_across_workers([self.training_error()], self.workers, self.device)[0] / self.workers.world_size
         self.counters["solved"] = int(error <= self.config.restart_above)
         if not self.counters["solved"] and self.attempt_ends() and self.step < self.config.steps:
             self.restart()
+        return error
 
     def attempt_ends(self) -> bool:
         """Whether this step ends an attempt (:func:`attempt_ends`)."""
@@ -388,11 +390,13 @@ class Trainer:
         """Training lengths plus 2x the longest one: what the periodic evaluation reports."""
         return list(range(self.config.min_length, self.config.max_length + 1)) + [2 * self.config.max_length]
 
-    def train(self) -> list[dict]:
+    def train(self, on_check: Callable[[int, float], bool] | None = None) -> list[dict]:
         """Run until ``config.steps``, or with ``stop_when_solved`` until the first check that finds
         the run solved; returns the final evaluation (empty on workers other than rank 0, which
         alone logs). SIGINT or SIGTERM ends the run between two steps, or after the final
-        evaluation: the checkpoint is written, then :class:`training.signals.Interrupted` raised."""
+        evaluation: the checkpoint is written, then :class:`training.signals.Interrupted` raised.
+        ``on_check(step, error)`` hears every check's error (:meth:`check_attempt`); when it returns
+        True the run ends there as if its budget were spent (``nram search`` prunes so)."""
         config = self.config
         main = self.workers.is_main
         # purge_step: TensorBoard drops the events an earlier writer logged after this checkpoint's step
@@ -420,12 +424,16 @@ class Trainer:
                     if writer:
                         self._log_scalars(writer, stats)
                     bar.set_postfix(self.progress_postfix(stats))
+                ended_by_caller = False
                 if self.check_due():
-                    self.check_attempt()
+                    error = self.check_attempt()
+                    ended_by_caller = on_check is not None and on_check(self.step, error)
                 if writer and self.step % config.eval_every == 0:
                     final, evaluated_at = self._log_evaluation(writer), self.step
                 if self.step % config.checkpoint_every == 0:
                     self.save()
+                if ended_by_caller:
+                    break
             if config.stop_when_solved and self.counters["solved"]:
                 bar.total = self.step  # the budget was not needed: show the run as complete
                 bar.refresh()
