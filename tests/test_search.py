@@ -111,7 +111,7 @@ def test_two_workers_share_one_study_prune_and_the_best_config_trains_to_its_err
 
 
 def test_a_search_stopped_by_ctrl_c_continues_with_the_same_command(tmp_path):
-    config_path, out = write_config(tmp_path, steps=400), tmp_path / "search"
+    config_path, out = write_config(tmp_path, steps=200), tmp_path / "search"
     command = [sys.executable, "-m", "training.cli", "search", "--config", str(config_path), "--trials", "3",
                "--out", str(out)]
     first = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
