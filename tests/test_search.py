@@ -89,7 +89,8 @@ def test_two_workers_share_one_study_prune_and_the_best_config_trains_to_its_err
     config_path, out = write_config(tmp_path), tmp_path / "search"
     out.mkdir()
     study = optuna.create_study(storage=storage_url(None, out), study_name="access", direction="minimize")
-    for params in (GOOD, HOPELESS, HOPELESS, GOOD, HOPELESS, HOPELESS):  # a fixed order: the pruner's rungs fill predictably
+    # a fixed order, so the pruner's rungs fill predictably
+    for params in (GOOD, HOPELESS, HOPELESS, GOOD, HOPELESS, HOPELESS):
         study.enqueue_trial(params)
     assert main(["search", "--config", str(config_path), "--trials", "6", "--workers", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out

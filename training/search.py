@@ -55,8 +55,9 @@ def storage_url(storage: str | None, out: Path) -> str:
         return f"sqlite:///{(out / 'study.db').resolve()}"
     scheme = storage.split("://", 1)[0] if "://" in storage else ""
     if scheme.split("+", 1)[0] not in STORAGE_SCHEMES:
-        raise ValueError(f"--storage {storage!r}: give a database URL starting {', '.join(s + '://' for s in STORAGE_SCHEMES)}"
-                         f" (e.g. postgresql://user:password@host/db)")
+        schemes = ", ".join(f"{name}://" for name in STORAGE_SCHEMES)
+        raise ValueError(f"--storage {storage!r}: give a database URL starting {schemes} "
+                         f"(e.g. postgresql://user:password@host/db)")
     return storage
 
 
