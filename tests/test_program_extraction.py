@@ -173,3 +173,10 @@ def test_nram_program_refuses_an_lstm_with_a_reason(tmp_path, capsys):
     Trainer(config, tmp_path, progress=False).train()
     assert main(["program", "--checkpoint", str(tmp_path / "checkpoint.pt")]) == 2
     assert "carries state from step to step" in capsys.readouterr().err
+
+
+def test_nram_program_refuses_bad_lengths_before_any_work(short_copy_run, capsys):
+    _, _, checkpoint = short_copy_run
+    assert main(["program", "--checkpoint", str(checkpoint), "--verify", "--lengths", "0"]) == 2
+    captured = capsys.readouterr()
+    assert "--lengths needs values >= 1" in captured.err and captured.out == ""

@@ -248,6 +248,9 @@ def command_program(args: argparse.Namespace) -> int:
     if args.examples < 1:
         raise ValueError(f"--examples needs at least 1 example per length, got {args.examples}")
     model, config = model_from_checkpoint(load_checkpoint(args.checkpoint))
+    longest = config.max_length
+    lengths = parse_numbers(args.lengths, "--lengths", int, 1) if args.lengths else \
+        [longest, 4 * longest, 100 * longest]  # checked before any work
     program, first_seen = decompile(model, config)
     layout = model.layout
     reached = int((first_seen >= 0).sum())
@@ -260,9 +263,6 @@ def command_program(args: argparse.Namespace) -> int:
         write_text(Path(args.python), standalone_source(program, layout, header + "."))
         print(f"standalone function run(memory, steps) written to {args.python}")
     if args.verify:
-        longest = config.max_length
-        lengths = parse_numbers(args.lengths, "--lengths", int, 1) if args.lengths else \
-            [longest, 4 * longest, 100 * longest]
         print(f"the program on the integer machine, {args.examples} examples per length (inputs as nram eval's):")
         print_results(evaluate_program(program, layout, get_task(config.task), lengths,
                                        memory_size_for=config.memory_size_for, timesteps_for=config.timesteps_for,
