@@ -10,7 +10,11 @@ Medians of repeated timings.
     python scripts/bench_machine.py --quick --backend native,pytorch --rounds 5   # the C step vs PyTorch's, side by side
     python scripts/bench_machine.py --quick --population 16 --rounds 5   # 16 members vs one model, side by side
 
-Records: {"mode": "train"|"infer", "M", "R", "T", "batch", "population", "device", "backend", "examples_per_s", ...}.
+Records: {"mode": "train"|"infer", "M", "R", "T", "batch", "population", "device", "backend", "examples_per_s",
+"flops_per_example", "gflops_per_s", "peak_fraction", ...}. FLOPs are counted from the circuit
+(:mod:`nram.flops`: gates, READ and WRITE at M, choices, controller; a training step counts three
+forwards); ``peak_fraction`` is GFLOP/s over the peak of the cores used (vector width x FMA x
+pipes x clock, as :func:`nram.flops.cpu_peak` reads them; None off the CPU or where unknown).
 ``batch`` is per member; a population's examples/s counts every member's examples. With
 ``--population P`` every training setting runs for one model and for P members (one
 :class:`nram.population.PopulationNRAM` stepped by :class:`training.optim.members.MemberAdam`,
@@ -33,6 +37,7 @@ import time
 
 import torch
 
+from nram.flops import cpu_peak, rollout_flops
 from nram.model import NRAM, MachineConfig, example_losses, rollout_loss
 from nram.population import PopulationNRAM
 from training.optim import make_optimizer
@@ -123,10 +128,15 @@ def measure(mode: str, memory_size: int, steps: int, batch: int, device: str, th
     first_call = time.perf_counter() - first
     seconds = median_seconds(fn, device)
     backend = backend if device == "cpu" else "pytorch"
+    examples_per_s = population * batch / seconds
+    flops = rollout_flops(NRAM(config), memory_size, steps, training=mode == "train")
+    peak = cpu_peak() if device == "cpu" else None
     return {"mode": mode, "M": memory_size, "R": REGISTERS, "T": steps, "batch": batch, "population": population,
             "device": device, "backend": backend, "threads": threads, "compile": compile_model,
             "first_call_s": round(first_call, 3), "step_ms": round(seconds * 1e3, 4),
-            "examples_per_s": round(population * batch / seconds, 1)}
+            "examples_per_s": round(examples_per_s, 1), "flops_per_example": flops,
+            "gflops_per_s": round(flops * examples_per_s / 1e9, 3),
+            "peak_fraction": round(flops * examples_per_s / peak.flops_per_s(threads), 5) if peak else None}
 
 
 def settings(quick: bool) -> list[tuple[str, int, int, int]]:
@@ -152,7 +162,7 @@ def fitted_exponent(records: list[dict], mode: str, batch: int) -> float | None:
 
 
 HEADER = f"{'mode':>5} {'device':>6} {'backend':>7} {'thr':>3} {'comp':>4} {'M':>3} {'T':>3} {'batch':>5} " \
-         f"{'P':>3} {'ms/step':>9} {'examples/s':>11} {'first call s':>12}"
+         f"{'P':>3} {'ms/step':>9} {'examples/s':>11} {'kFLOP/ex':>9} {'GFLOP/s':>8} {'% peak':>6} {'first call s':>12}"
 
 
 def print_table(records: list[dict], header: bool = True) -> None:
@@ -162,7 +172,8 @@ def print_table(records: list[dict], header: bool = True) -> None:
     for r in records:
         print(f"{r['mode']:>5} {r['device']:>6} {r['backend']:>7} {r['threads']:>3} {'yes' if r['compile'] else 'no':>4} "
               f"{r['M']:>3} {r['T']:>3} {r['batch']:>5} {r['population']:>3} {r['step_ms']:>9.3f} "
-              f"{r['examples_per_s']:>11.0f} "
+              f"{r['examples_per_s']:>11.0f} {r['flops_per_example'] / 1e3:>9.1f} {r['gflops_per_s']:>8.2f} "
+              f"{'-' if r['peak_fraction'] is None else format(100 * r['peak_fraction'], '.2f'):>6} "
               f"{r['first_call_s']:>12.2f}")
 
 
@@ -224,6 +235,10 @@ def main() -> None:
     if not set(backends) <= set(BACKENDS):
         parser.error(f"--backend takes {', '.join(BACKENDS)}, got {args.backend}")
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    peak = cpu_peak()
+    if "cpu" in devices:
+        print(f"peak per core: {peak.describe()} = {peak.flops_per_s(1) / 1e9:.1f} GFLOP/s float32" if peak
+              else "peak per core: unknown (no /proc/cpuinfo); % peak left out")
     default_threads = torch.get_num_threads()
     thread_counts = [int(t) for t in args.threads.split(",")] if args.threads else [default_threads]
     records = []
