@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from nram.gated import GatedMLP
 from nram.layers import BatchwiseDropoutMLP, SamplewiseDropoutMLP
 
-CONTROLLER_KINDS = ("mlp", "lstm", "gated")
+CONTROLLER_KINDS = ("mlp", "lstm", "gated", "table")
 DROPOUT_KINDS = ("none", "batchwise", "samplewise")
 
 
@@ -108,6 +108,43 @@ class LSTMController(nn.Module):
         return self.readout(h), state
 
 
+class TableController(nn.Module):
+    """A controller that is a table of logits, one column per pattern of zero flags.
+
+    The flags weigh the 2^R patterns multilinearly: pattern p has register i zero when bit
+    R-1-i of p is set (register 0 is the most significant bit), and weight
+    ``w_p = prod_i (P(r_i = 0) if register i is zero in p else 1 - P(r_i = 0))``; the logits
+    are ``readout.weight @ w + readout.bias``. At sharp flags exactly one column acts, so the
+    table is the program the discrete machine runs, and each pattern's choices are parameters
+    of their own: learning what to do when a counter is zero cannot change what the machine
+    does while it is not (in an MLP all patterns share the weights).
+    """
+
+    def __init__(self, input_size: int, output_size: int):
+        super().__init__()
+        self.readout = nn.Linear(2 ** input_size, output_size)
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> None:
+        """A table carries no state."""
+        return None
+
+    def features(self, inputs: Tensor, state: None = None) -> tuple[Tensor, None]:
+        """flags ``[B, R]`` -> (pattern weights ``[B, 2^R]``, each row summing to 1, None)."""
+        weights = torch.ones_like(inputs[:, :1])
+        for register in range(inputs.shape[1]):
+            zero = inputs[:, register:register + 1]
+            weights = torch.stack([weights * (1 - zero), weights * zero], dim=2).flatten(1)
+        return weights, None
+
+    def readout_weight(self) -> tuple[Tensor, Tensor]:
+        """``(weight [num_logits, 2^R], bias [num_logits])``: column p is pattern p's logits, less the bias."""
+        return self.readout.weight, self.readout.bias
+
+    def forward(self, inputs: Tensor, state: None = None) -> tuple[Tensor, None]:
+        """flags ``[B, R]`` -> (logits ``[B, num_logits]``, None)."""
+        return self.readout(self.features(inputs)[0]), None
+
+
 class FeedForwardController(nn.Module):
     """A stateless controller around a network with ``features``, ``readout_weight`` and
     ``readout`` (a dropout MLP from :mod:`nram.layers` or a :class:`nram.gated.GatedMLP`).
@@ -170,6 +207,8 @@ def make_controller(kind: str, input_size: int, output_size: int, hidden_size: i
 
 def _build_controller(kind: str, input_size: int, output_size: int, hidden_size: int, dropout: str,
                       dropout_p: float, num_layers: int, options: dict[str, Any]) -> nn.Module:
+    if kind == "table":
+        return TableController(input_size, output_size, **options)
     if kind == "lstm":
         return LSTMController(input_size, output_size, hidden_size, **options)
     if kind == "gated":

@@ -2,7 +2,7 @@
 
 Every controller weight of shape ``[...]`` is stored as ``[P, ...]``. The controller runs for
 all members at once through ``torch.vmap`` over a functional call of one template controller,
-so each layer is one batched matmul whatever the controller kind (mlp, lstm, gated). The
+so each layer is one batched matmul whatever the controller kind (mlp, lstm, gated, table). The
 machine has no weights: it runs every member's examples as one batch of ``P * b`` rows,
 member-major (rows ``i*b .. (i+1)*b - 1`` are member i's). Members share nothing, so a
 member's rollout and gradient depend only on its own weights and examples

@@ -63,7 +63,7 @@ def test_a_soft_machine_needs_the_margin():
 
 def test_another_controller_or_a_margin_that_is_not_positive_is_refused():
     config = load_config(default_config_path("listk"), controller="lstm")
-    with pytest.raises(ValueError, match="plain MLP controller"):
+    with pytest.raises(ValueError, match="plain MLP or the table controller"):
         distil_program(NRAM(config.machine_config()), PROGRAMS["listk"])
     config = load_config(default_config_path("listk"), controller="mlp")
     with pytest.raises(ValueError, match="margin must be > 0"):

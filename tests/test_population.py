@@ -18,7 +18,7 @@ from training.trainer import RESTART_SEED_OFFSET, Trainer, check_memory_fits
 SMALL = dict(task="listk", min_length=1, max_length=3, memory_extra=2, timesteps=3, num_registers=3,
              hidden_size=16, batch_size=8, lr=0.01, gradient_noise=0.05, entropy_bonus=0.05, weight_decay=0.01,
              log_every=2, eval_every=100, eval_examples=16, checkpoint_every=100)
-CONTROLLERS = [("mlp", {}), ("lstm", {}), ("gated", {}), ("gated", {"gating": "decoupled"})]
+CONTROLLERS = [("mlp", {}), ("lstm", {}), ("gated", {}), ("gated", {"gating": "decoupled"}), ("table", {})]
 
 
 @pytest.mark.parametrize("kind, options", CONTROLLERS)
@@ -51,7 +51,7 @@ def test_a_population_runs_each_member_on_its_own_weights(kind, options):
                 torch.testing.assert_close(grad, parameter.grad, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("kind, optimizer", [("mlp", "adam"), ("lstm", "sgd"), ("gated", "adam")])
+@pytest.mark.parametrize("kind, optimizer", [("mlp", "adam"), ("lstm", "sgd"), ("gated", "adam"), ("table", "adam")])
 def test_p_members_train_as_p_separate_runs_with_the_same_seeds(tmp_path, kind, optimizer):
     base = TrainConfig(**SMALL, steps=6, controller=kind, optimizer=optimizer,
                        momentum=0.5 if optimizer == "sgd" else 0.0)

@@ -53,7 +53,7 @@ def c_path(controller):
 
 
 @pytest.mark.parametrize("gates", GATE_SETS)
-@pytest.mark.parametrize("controller", ["mlp", "lstm", "gated"])
+@pytest.mark.parametrize("controller", ["mlp", "lstm", "gated", "table"])
 @pytest.mark.parametrize("size,batch", [(2, 1), (7, 64), (10, 130)])  # 130: three tiles, the last one short
 def test_tiled_inference_equals_the_rollout_in_float64(gates, controller, size, batch, monkeypatch):
     model, cells = model_and_cells(gates, controller, size, batch, torch.float64)

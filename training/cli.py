@@ -352,7 +352,7 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--rbd-dims", type=int, help="random directions per compartment (rbd, fpd)")
     train.add_argument("--rbd-compartments", help="module, global or a number of equal chunks (rbd, fpd)")
     train.add_argument("--threads", type=int, help="CPU threads for torch")
-    train.add_argument("--controller", help="mlp, lstm or gated")
+    train.add_argument("--controller", help="mlp, lstm, gated or table")
     train.add_argument("--dropout", help="none, batchwise or samplewise (mlp controller)")
     train.add_argument("--dropout-p", type=float, help="dropout rate")
     train.add_argument("--population", type=int,
@@ -382,7 +382,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     program = commands.add_parser("program", help="the program a trained controller computes, as rules",
                                   formatter_class=formatter,
-                                  description="Read a feed-forward controller (mlp, gated) off as the rules it follows "
+                                  description="Read a feed-forward controller (mlp, gated, table) off as the rules it follows "
                                               "once discretised, in the form of training/programs.py.")
     program.add_argument("--checkpoint", required=True)
     program.add_argument("--python", help="also write a standalone Python function run(memory, steps) here")

@@ -72,9 +72,10 @@ class TrainConfig:
     gates: list[str] = field(default_factory=list)
     """The gates, in paper order; empty means all 14."""
     controller: str = "mlp"
-    """Controller kind: "mlp", "lstm" or "gated" (deep gated network)."""
+    """Controller kind: "mlp", "lstm", "gated" (deep gated network) or "table" (one column of logits per
+    pattern of register zero flags, :class:`nram.controller.TableController`)."""
     hidden_size: int = 64
-    """Width of the controller's hidden layers."""
+    """Width of the controller's hidden layers (a table has none: its width is 2^R)."""
     dropout: str = "none"
     """Dropout in the mlp controller: "none", "batchwise" (Graham et al. 2015: one pattern per rollout) or "samplewise"."""
     dropout_p: float = 0.5

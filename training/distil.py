@@ -5,7 +5,9 @@ from each of the 2^R patterns to one option per choice slot. Distillation fits t
 to that table by cross-entropy, then scales its read-out so that the chosen option of every
 slot leads the runner-up by at least ``margin`` logits: the soft machine then follows the program
 closely (at margin 8 the shipped programs run exactly at 4x the training lengths), and
-training can start from a known solution to see whether it stays there.
+training can start from a known solution to see whether it stays there. A table controller
+(:class:`nram.controller.TableController`) holds one column per pattern, so the program is
+written into it directly: ``margin`` on each chosen option, 0 elsewhere.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nram.controller import MLPController
+from nram.controller import MLPController, TableController
 from nram.model import NRAM
 from training.programs import Program, zero_patterns
 
@@ -34,20 +36,24 @@ def slot_margins(logits: torch.Tensor, table: torch.Tensor, widths: tuple[int, .
 
 def distil_program(model: NRAM, program: Program, margin: float = 8.0, iterations: int = 2000,
                    lr: float = 0.01) -> None:
-    """Set ``model``'s MLP controller to run ``program``: on every pattern of zero flags each slot's
-    chosen option leads by at least ``margin`` logits, and the stop logit is ``-margin`` (the
-    programs run for all T steps). Raises ``ValueError`` for another controller, a margin that
-    is not positive, a program that does not fit the circuit, or a table the controller cannot fit.
+    """Set ``model``'s MLP or table controller to run ``program``: on every pattern of zero flags
+    each slot's chosen option leads by at least ``margin`` logits, and the stop logit is
+    ``-margin`` (the programs run for all T steps). Raises ``ValueError`` for another
+    controller, a margin that is not positive, a program that does not fit the circuit, or a
+    table the MLP cannot fit.
     """
     if margin <= 0:
         raise ValueError(f"margin must be > 0, got {margin}")
     controller = model.controller
-    if not isinstance(controller, MLPController):
-        raise ValueError(f"a program is distilled into the plain MLP controller (controller = \"mlp\"), "
-                         f"not {type(controller).__name__}")
+    if not isinstance(controller, (MLPController, TableController)):
+        raise ValueError(f"a program is distilled into the plain MLP or the table controller (controller = "
+                         f"\"mlp\" or \"table\"), not {type(controller).__name__}")
     layout = model.layout
     parameter = next(controller.parameters())
     table = program.choice_table(layout).to(parameter.device)
+    if isinstance(controller, TableController):
+        _write_table(controller, table, layout.slot_widths, margin)
+        return
     flags = zero_patterns(layout.num_registers).to(parameter.device, parameter.dtype)
     widths = layout.slot_widths
     optimizer = torch.optim.Adam(controller.parameters(), lr=lr)
@@ -69,3 +75,13 @@ def distil_program(model: NRAM, program: Program, margin: float = 8.0, iteration
         bias.mul_(margin / smallest)
         weight[-1].zero_()
         bias[-1].fill_(-margin)
+
+
+@torch.no_grad()
+def _write_table(controller: TableController, table: torch.Tensor, widths: tuple[int, ...], margin: float) -> None:
+    """Column p of the read-out := ``margin`` on pattern p's chosen options, 0 on the others, and
+    ``-margin`` on the stop logit; the bias := 0."""
+    columns = [margin * F.one_hot(table[:, slot], width) for slot, width in enumerate(widths)]
+    stop = torch.full_like(table[:, :1], -margin)
+    controller.readout.weight.copy_(torch.cat([*columns, stop], dim=1).T)
+    controller.readout.bias.zero_()
