@@ -12,7 +12,7 @@ import torch
 
 from training.cli import main
 from training.config import load_config
-from training.search import storage_url
+from training.search import _print_trial, storage_url
 from training.search_space import search_space
 from training.trainer import Trainer
 
@@ -133,3 +133,12 @@ def test_a_search_stopped_by_ctrl_c_continues_with_the_same_command(tmp_path):
     assert len(finished) == 3  # none lost, none run twice
     retried = [trial for trial in finished if trial.user_attrs.get("retry_of") == interrupted[0].number]
     assert len(retried) == 1 and retried[0].params == interrupted[0].params
+
+
+def test_a_pruned_trial_prints_as_pruned_though_optuna_gives_it_a_value(capsys):
+    distributions = {"lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
+    for state, value in ((optuna.trial.TrialState.PRUNED, 0.53), (optuna.trial.TrialState.COMPLETE, 0.25)):
+        _print_trial(None, optuna.trial.create_trial(params={"lr": 0.01}, distributions=distributions, value=value,
+                                                     state=state, user_attrs={"steps": 250}))
+    assert capsys.readouterr().out.splitlines() == ["trial -1: pruned, error 0.5300 at step 250 (lr 0.01)",
+                                                    "trial -1: error 0.2500 at step 250 (lr 0.01)"]

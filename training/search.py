@@ -131,7 +131,10 @@ class Search:
 
 def _print_trial(study: Any, trial: Any) -> None:
     """One line per finished trial, so a long search shows its progress."""
-    result = f"error {trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
+    # Optuna gives a pruned trial its last reported error as its value, so the state decides.
+    state = trial.state.name.lower()
+    result = f"error {trial.value:.4f}" if state == "complete" else \
+        f"{state}, error {trial.value:.4f}" if trial.value is not None else state
     params = ", ".join(f"{name} {_format(value)}" for name, value in trial.params.items())
     print(f"trial {trial.number}: {result} at step {trial.user_attrs.get('steps', '?')} ({params})", flush=True)
 
