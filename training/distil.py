@@ -7,7 +7,9 @@ slot leads the runner-up by at least ``margin`` logits: the soft machine then fo
 closely (at margin 8 the shipped programs run exactly at 4x the training lengths), and
 training can start from a known solution to see whether it stays there. A table controller
 (:class:`nram.controller.TableController`) holds one column per pattern, so the program is
-written into it directly: ``margin`` on each chosen option, 0 elsewhere.
+written into it directly: ``margin`` on each chosen option, 0 elsewhere (its runners-up all
+sit at the margin, not far below it as an MLP's do, so the soft machine needs a margin of about
+12 to run the ListK program exactly at 4x).
 """
 
 from __future__ import annotations
