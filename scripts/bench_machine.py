@@ -37,15 +37,13 @@ import time
 
 import torch
 
-from nram.flops import cpu_peak, rollout_flops
+from nram.flops import CpuPeak, cpu_peak, rollout_flops
 from nram.model import NRAM, MachineConfig, example_losses, rollout_loss
 from nram.population import PopulationNRAM
 from training.optim import make_optimizer
 from training.optim.members import MemberAdam
 
 REGISTERS = 2
-REFERENCE_TRAIN = 6465.0  # Theano NRAM's training step, M=10, R=2, T=3, batch 32, 2-core CPU (shared/papers/nram.md)
-REFERENCE_INFER = 1e5  # C++ NRAM, forward rollouts/s, M=10, T=3
 BACKENDS = {"native": "1", "pytorch": "0"}  # the NRAM_NATIVE value of each
 
 
@@ -104,7 +102,8 @@ def make_population_step(model: PopulationNRAM, memory: torch.Tensor, steps: int
 
 
 def measure(mode: str, memory_size: int, steps: int, batch: int, device: str, threads: int,
-            compile_model: bool = False, backend: str = "native", population: int = 1) -> dict:
+            compile_model: bool = False, backend: str = "native", population: int = 1,
+            peak: CpuPeak | None = None) -> dict:
     os.environ["NRAM_NATIVE"] = BACKENDS[backend]
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -130,7 +129,7 @@ def measure(mode: str, memory_size: int, steps: int, batch: int, device: str, th
     backend = backend if device == "cpu" else "pytorch"
     examples_per_s = population * batch / seconds
     flops = rollout_flops(NRAM(config), memory_size, steps, training=mode == "train")
-    peak = cpu_peak() if device == "cpu" else None
+    peak = peak if device == "cpu" else None
     return {"mode": mode, "M": memory_size, "R": REGISTERS, "T": steps, "batch": batch, "population": population,
             "device": device, "backend": backend, "threads": threads, "compile": compile_model,
             "first_call_s": round(first_call, 3), "step_ms": round(seconds * 1e3, 4),
@@ -238,7 +237,7 @@ def main() -> None:
     peak = cpu_peak()
     if "cpu" in devices:
         print(f"peak per core: {peak.describe()} = {peak.flops_per_s(1) / 1e9:.1f} GFLOP/s float32" if peak
-              else "peak per core: unknown (no /proc/cpuinfo); % peak left out")
+              else "peak per core: unknown (no /proc/cpuinfo, or a vector unit it does not know); % peak left out")
     default_threads = torch.get_num_threads()
     thread_counts = [int(t) for t in args.threads.split(",")] if args.threads else [default_threads]
     records = []
@@ -262,26 +261,17 @@ def main() -> None:
                     for backend in (backends if device == "cpu" else ["pytorch"]):
                         for population in (populations if mode == "train" else [1]):
                             record(measure(mode, memory_size, steps, batch, device, threads, backend=backend,
-                                           population=population))
+                                           population=population, peak=peak))
             if args.compile:
                 for mode, batch in (("train", 32), ("infer", 4096)):
-                    record(measure(mode, 10, 3, batch, device, threads, compile_model=True, backend=backends[0]))
+                    record(measure(mode, 10, 3, batch, device, threads, compile_model=True, backend=backends[0],
+                                   peak=peak))
     print()
     records = median_rounds(records)
     write_json(records)
     print_table(records)
     print_backend_ratios(records, backends)
     print_population_ratios(records)
-    for device in devices:
-        for r in records:
-            if (r["device"], r["M"], r["T"], r["compile"], r["population"]) == (device, 10, 3, False, 1):
-                where = f"{device} {r['backend']} threads={r['threads']}"
-                if r["mode"] == "train" and r["batch"] == 32:
-                    print(f"{where}: train M=10 T=3 batch 32: {r['examples_per_s']:.0f} "
-                          f"examples/s = {r['examples_per_s'] / REFERENCE_TRAIN:.1f}x the Theano NRAM")
-                if r["mode"] == "infer" and r["batch"] == 4096:
-                    print(f"{where}: infer M=10 T=3 batch 4096: {r['examples_per_s']:.0f} "
-                          f"examples/s = {r['examples_per_s'] / REFERENCE_INFER:.1f}x the C++ NRAM")
     for mode, batch in (("train", 256), ("infer", 4096)):
         exponent = fitted_exponent([r for r in records if r["device"] == devices[0] and r["backend"] == backends[0]
                                     and r["threads"] == thread_counts[-1] and r["population"] == 1], mode, batch)

@@ -3,7 +3,7 @@
 PyTorch's ``FlopCounterMode`` counts matrix products only (2 m n k each): the controller's
 layers (with the blank row the machine adds to the read-out) and the triangular products of
 LT, LE (one each), MIN and MAX (three each). The count's other terms are the closed forms
-in nram/gates.py, written out once in ``GATE_FLOPS``.
+of the C step (nram/native_step.c), counted by hand below for a small circuit.
 """
 
 import pytest
@@ -38,20 +38,26 @@ def test_matrix_products_match_pytorchs_flop_counter(controller, memory_size, mo
     assert counter.get_total_flops() == expected
 
 
-def test_a_step_counts_every_gate_every_choice_and_the_controller():
+def test_a_step_counts_every_choice_every_gate_and_the_controller_by_hand():
     model = NRAM(MachineConfig(num_registers=2, gates=("read", "inc", "write"), hidden_size=8))
-    layout = model.layout  # slots: read(1 input, 2 options), inc(1, 3), write(2, 4 each), registers(2, 5 each)
+    layout = model.layout  # slots: read (2 options), inc (3), write (4, 4), registers (5, 5)
     assert layout.slot_widths == (2, 3, 4, 4, 5, 5)
     m = 10
-    assert machine_step_flops(layout, m) == 3 * 23 + 2 * 23 * m + 2 * m * m + 0 + 3 * m * m
-    assert controller_flops(model.controller) == 2 * (2 * 8 + 8 * 8 + 8 * (23 + 1))
-    assert rollout_flops(model, m, 4, training=True) == 3 * 4 * (machine_step_flops(layout, m)
-                                                                 + controller_flops(model.controller))
+    softmax = 5 * 23
+    # sources r0, r1 in all 6 slots, read's output in 5, inc's in 4 (2M each); write's constant 0 in 2 (1 each)
+    mixing = (6 + 6 + 5 + 4) * 2 * m + 2 * 1
+    gates = 2 * m * m + 0 + 3 * m * m
+    assert machine_step_flops(layout, m) == softmax + mixing + gates
+    controller = 2 * (2 * 8 + 8 * 8 + 8 * (23 + 1))
+    assert controller_flops(model.controller) == controller
+    assert rollout_flops(model, m, 4, training=True) == 3 * 4 * (softmax + mixing + gates + controller)
+    # inference: the first step's controller is shared by the batch; the output sums p_t memory_t
+    assert rollout_flops(model, m, 4) == 4 * (softmax + mixing + gates) + 3 * controller + 4 * 2 * m * m
 
 
-def test_large_memories_count_the_fft_not_the_gather():
-    assert GATE_FLOPS["add"](64) == 2 * 64 * 64
-    assert GATE_FLOPS["add"](256) == 3 * 2.5 * 256 * 8 + 6 * 129  # three FFTs of 256 points, 129 products
+def test_comparisons_are_running_sums_and_arithmetic_direct_sums():
+    assert [GATE_FLOPS[name](10) for name in ("lt", "le", "eq", "min", "max", "add", "sub")] == \
+        [31, 31, 21, 40, 40, 200, 200]
 
 
 CPUINFO = """processor\t: 0
@@ -74,4 +80,8 @@ def test_the_cpu_peak_is_vector_lanes_times_fma_times_pipes_times_clock():
         == pytest.approx(16 * 2 * 2 * 3.5e9)
     assert cpu_peak(CPUINFO.replace(" fma", ""), max_khz="").fma is False
     assert cpu_peak("", max_khz="") is None
+    assert cpu_peak(CPUINFO, max_khz="<unknown>\n").ghz == 2.4  # a malformed cpufreq falls back to cpu MHz
+    zen1 = CPUINFO.replace("model name", "vendor_id\t: AuthenticAMD\ncpu family\t: 23\nmodel\t\t: 1\nmodel name")
+    assert cpu_peak(zen1, max_khz="").vector_bits == 128  # 256-bit instructions on 128-bit units
+    assert cpu_peak(zen1.replace("model\t\t: 1\n", "model\t\t: 49\n"), max_khz="").vector_bits == 256  # Zen 2
     assert cpu_peak(CPUINFO.replace("sse2 avx fma avx2", "neon"), max_khz="") is None
