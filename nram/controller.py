@@ -116,8 +116,9 @@ class TableController(nn.Module):
     ``w_p = prod_i (P(r_i = 0) if register i is zero in p else 1 - P(r_i = 0))``; the logits
     are ``readout.weight @ w + readout.bias``. At sharp flags exactly one column acts, so the
     table is the program the discrete machine runs, and each pattern's choices are parameters
-    of their own: learning what to do when a counter is zero cannot change what the machine
-    does while it is not (in an MLP all patterns share the weights).
+    of their own: at sharp flags, learning what to do when a counter is zero cannot change what
+    the machine does while it is not (in an MLP all patterns share the weights). At soft flags
+    each column's gradient is scaled by its pattern's weight.
     """
 
     def __init__(self, input_size: int, output_size: int):
@@ -191,7 +192,8 @@ def make_controller(kind: str, input_size: int, output_size: int, hidden_size: i
     """Build a controller (see :data:`CONTROLLER_KINDS`, :data:`DROPOUT_KINDS`).
 
     ``"mlp"`` with dropout wraps a dropout MLP of rate ``dropout_p``; ``"gated"`` passes
-    ``options`` (gating, beta, eps, adaptive) to :class:`nram.gated.GatedMLP`.
+    ``options`` (gating, beta, eps, adaptive) to :class:`nram.gated.GatedMLP`; ``"table"`` has
+    2^R columns and no hidden layers, so it ignores ``hidden_size`` and ``num_layers``.
     """
     if kind not in CONTROLLER_KINDS:
         raise ValueError(f"unknown controller {kind!r}; valid controllers are {', '.join(CONTROLLER_KINDS)}")

@@ -88,7 +88,8 @@ def base_config(args: argparse.Namespace) -> TrainConfig:
 
 
 HARDER_TASKS = ("permutation", "listk", "listsearch", "merge", "walkbst")
-"""Tasks no shipped config learns to the paper's error yet; docs/harder.md says where training stops."""
+"""Tasks the shipped configs do not learn reliably yet (ListK on some seeds, the rest on none);
+docs/harder.md says where training stops."""
 RESULTS_NAME = "results.json"
 """The summary a finished ``nram train`` writes beside its checkpoint (:func:`run_summary`)."""
 
@@ -165,7 +166,8 @@ def run_summary(trainer: Trainer, soft: list[dict], discrete: list[dict], second
     else:
         sentence = f"not solved after {trainer.step} steps and {restarted}; cell error by length {by_length}"
         if config.task in HARDER_TASKS:
-            sentence += f". No shipped config learns {config.task} yet: docs/harder.md says where training stops"
+            sentence += ". The harder tasks are not learned reliably yet: docs/harder.md says which seeds were, " \
+                        "and where training stops"
     return {"task": config.task, "seed": config.seed, "population": config.population, "solved": solved,
             "sentence": sentence, "steps": trainer.step, "budget": config.steps, "restarts": restarts,
             "wall_seconds": round(seconds, 2), "soft": soft, "discrete": discrete}
@@ -382,8 +384,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     program = commands.add_parser("program", help="the program a trained controller computes, as rules",
                                   formatter_class=formatter,
-                                  description="Read a feed-forward controller (mlp, gated, table) off as the rules it follows "
-                                              "once discretised, in the form of training/programs.py.")
+                                  description="Read a feed-forward controller (mlp, gated, table) off as the rules "
+                                              "it follows once discretised, in the form of training/programs.py.")
     program.add_argument("--checkpoint", required=True)
     program.add_argument("--python", help="also write a standalone Python function run(memory, steps) here")
     program.add_argument("--verify", action="store_true",

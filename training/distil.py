@@ -7,9 +7,9 @@ slot leads the runner-up by at least ``margin`` logits: the soft machine then fo
 closely (at margin 8 the shipped programs run exactly at 4x the training lengths), and
 training can start from a known solution to see whether it stays there. A table controller
 (:class:`nram.controller.TableController`) holds one column per pattern, so the program is
-written into it directly: ``margin`` on each chosen option, 0 elsewhere (its runners-up all
-sit at the margin, not far below it as an MLP's do, so the soft machine needs a margin of about
-12 to run the ListK program exactly at 4x).
+written into it directly: ``margin`` on each chosen option, 0 elsewhere (so every other option
+sits exactly ``margin`` below the chosen one, not far below it as most of an MLP's do, and the
+soft machine needs a margin of about 12 to run the ListK program exactly at 4x).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def distil_program(model: NRAM, program: Program, margin: float = 8.0, iteration
 def _write_table(controller: TableController, table: torch.Tensor, widths: tuple[int, ...], margin: float) -> None:
     """Column p of the read-out := ``margin`` on pattern p's chosen options, 0 on the others, and
     ``-margin`` on the stop logit; the bias := 0."""
-    columns = [margin * F.one_hot(table[:, slot], width) for slot, width in enumerate(widths)]
-    stop = torch.full_like(table[:, :1], -margin)
+    columns = [margin * F.one_hot(table[:, slot], width).float() for slot, width in enumerate(widths)]
+    stop = torch.full((table.shape[0], 1), -margin)
     controller.readout.weight.copy_(torch.cat([*columns, stop], dim=1).T)
     controller.readout.bias.zero_()

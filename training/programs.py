@@ -183,8 +183,8 @@ def controller_table(model: NRAM) -> tuple[Tensor, Tensor]:
     parameter = next(model.parameters())
     if model.controller.initial_state(1, parameter.device) is not None:
         raise ValueError(f"the {model.config.controller} controller carries state from step to step, so its "
-                         f"choices are not a table of the register flags; only feed-forward controllers "
-                         f"(mlp, gated, table) read off as programs (nram run shows a discrete trace of any controller)")
+                         f"choices are not a table of the register flags; only feed-forward controllers (mlp, "
+                         f"gated, table) read off as programs (nram run shows a discrete trace of any controller)")
     flags = zero_patterns(layout.num_registers).to(parameter.device, parameter.dtype)
     was_training = model.training
     model.eval()

@@ -133,8 +133,12 @@ def _print_trial(study: Any, trial: Any) -> None:
     """One line per finished trial, so a long search shows its progress."""
     # Optuna gives a pruned trial its last reported error as its value, so the state decides.
     state = trial.state.name.lower()
-    result = f"error {trial.value:.4f}" if state == "complete" else \
-        f"{state}, error {trial.value:.4f}" if trial.value is not None else state
+    if trial.value is None:
+        result = state
+    elif state == "complete":
+        result = f"error {trial.value:.4f}"
+    else:
+        result = f"{state}, error {trial.value:.4f}"
     params = ", ".join(f"{name} {_format(value)}" for name, value in trial.params.items())
     print(f"trial {trial.number}: {result} at step {trial.user_attrs.get('steps', '?')} ({params})", flush=True)
 
