@@ -5,8 +5,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from training.cli import main
@@ -73,6 +76,21 @@ def test_a_resume_continues_one_tensorboard_history(tmp_path):
     events.Reload()
     steps = [event.step for event in events.Scalars("train/loss")]
     assert steps == [50, 100]  # step 100 once, from the run that finished
+
+
+@pytest.mark.parametrize("population", [1, 2])
+def test_a_resumed_runs_wall_time_adds_the_earlier_process_to_its_last_checkpoint(tmp_path, population):
+    out = tmp_path / "run"
+    assert main(["train", "--task", "access", *TINY, "--population", str(population), "--out", str(out)]) == 0
+    name = "population.pt" if population > 1 else "checkpoint.pt"
+    earlier = torch.load(out / name, weights_only=False)["seconds"]
+    first = json.loads((out / "results.json").read_text())["wall_seconds"]
+    assert 0 < earlier <= first
+    started = time.perf_counter()
+    assert main(["train", "--out", str(out), "--resume", "--steps", "8"]) == 0
+    resumed = time.perf_counter() - started
+    wall = json.loads((out / "results.json").read_text())["wall_seconds"]
+    assert earlier + 0.9 * resumed <= wall <= earlier + resumed + 0.01
 
 
 def test_eval_defaults_to_1x_2x_and_4x_the_longest_training_length(tmp_path, capsys):

@@ -129,7 +129,7 @@ def command_train(args: argparse.Namespace) -> int:
         longest = config.max_length
         discrete = trainer.evaluate([longest, 2 * longest, 4 * longest], discrete=True)
         print_results(final + discrete)
-        summary = run_summary(trainer, final, discrete, time.perf_counter() - started)
+        summary = run_summary(trainer, final, discrete, trainer.earlier_seconds + time.perf_counter() - started)
         write_text(out / RESULTS_NAME, json.dumps(summary, indent=1))
         print(summary["sentence"])
         print(f"checkpoint: {trainer.checkpoint_path}  summary: {out / RESULTS_NAME}")
@@ -151,7 +151,8 @@ def describe(config: TrainConfig) -> str:
 
 
 def run_summary(trainer: Trainer, soft: list[dict], discrete: list[dict], seconds: float) -> dict:
-    """How a run ended, as results.json holds it, with one true sentence saying so."""
+    """How a run ended, as results.json holds it, with one true sentence saying so; ``seconds`` from
+    process start, with a resumed run's earlier processes added (each to its last checkpoint)."""
     config = trainer.config
     train_records = [r for r in soft if config.min_length <= r["length"] <= config.max_length]
     errors = [r["cell_error"] for r in train_records]

@@ -365,7 +365,7 @@ class PopulationTrainer(Trainer):
 
     def state(self) -> dict[str, Any]:
         """The whole population, enough to continue it exactly."""
-        return {"config": self.config.to_dict(), "step": self.step, "best": self.best,
+        return {"config": self.config.to_dict(), "step": self.step, "best": self.best, "seconds": self.wall_seconds(),
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "counters": dict(self.counters), "choice_rng": self.choice_generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
@@ -385,7 +385,8 @@ class PopulationTrainer(Trainer):
         monitor = GateAdaptation(model, gate_probes(member.config, self.device)) \
             if member.config.controller == "gated" else None
         data_rng = member.data_generator.get_state()
-        return {"config": member.config.to_dict(), "step": self.step, "model": model.state_dict(),
+        return {"config": member.config.to_dict(), "step": self.step, "seconds": self.wall_seconds(),
+                "model": model.state_dict(),
                 "optimizer": state, "curriculum": member.curriculum.state_dict(),
                 "rng": {"data": data_rng, "noise": member.noise_generator.get_state(),
                         "dropout": torch.Generator(device=self.device).manual_seed(member.config.seed + 2).get_state(),
@@ -417,6 +418,7 @@ class PopulationTrainer(Trainer):
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
             raise CheckpointError(f"{self.population_path} does not fit this population: {error}") from None
         self.step = int(payload["step"])
+        self.earlier_seconds = float(payload.get("seconds", 0.0))
         self.best = int(payload["best"])
         self.counters.update(payload["counters"])
 

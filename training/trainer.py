@@ -11,6 +11,7 @@ import contextlib
 import math
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -169,6 +170,9 @@ class Trainer:
         """What every run sets up before its model: the checked config, the device, the workers,
         threads and task; ValueError before any work where the config, device or memory will not do."""
         config.validate()
+        self.started = time.perf_counter()
+        self.earlier_seconds = 0.0
+        """Seconds the run's earlier processes took, each to its last checkpoint (0 for a new run)."""
         self.config = config
         self.out_dir = Path(out_dir)
         self.progress = progress
@@ -186,10 +190,15 @@ class Trainer:
         """``out_dir/checkpoint.pt``."""
         return self.out_dir / CHECKPOINT_NAME
 
+    def wall_seconds(self) -> float:
+        """Seconds this run has taken so far: its earlier processes' (to their last checkpoints) and this one's."""
+        return self.earlier_seconds + time.perf_counter() - self.started
+
     # ---------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
         """Everything needed to continue the run exactly, in plain types and tensors."""
-        return {"config": self.config.to_dict(), "step": self.step, "model": self.model.state_dict(),
+        return {"config": self.config.to_dict(), "step": self.step, "seconds": self.wall_seconds(),
+                "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "curriculum": self.curriculum.state_dict(),
                 "rng": {"data": self.data_generator.get_state(), "noise": self.noise_generator.get_state(),
                         "dropout": self.dropout_generator.get_state(), "torch": torch.get_rng_state()},
@@ -224,6 +233,7 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
             raise CheckpointError(f"{self.checkpoint_path} does not fit this model: {error}") from None
         self.step = int(payload["step"])
+        self.earlier_seconds = float(payload.get("seconds", 0.0))
         self.counters.update(payload["trainer"])
 
     # ---------------------------------------------------------------- one step
