@@ -26,6 +26,8 @@ from nram.layers import BatchwiseDropoutMLP, SamplewiseDropoutMLP
 
 CONTROLLER_KINDS = ("mlp", "lstm", "gated", "table")
 DROPOUT_KINDS = ("none", "batchwise", "samplewise")
+TABLE_MAX_REGISTERS = 12
+"""The most registers a table controller takes: 4,096 columns of logits."""
 
 
 class MLPController(nn.Module):
@@ -123,6 +125,9 @@ class TableController(nn.Module):
 
     def __init__(self, input_size: int, output_size: int):
         super().__init__()
+        if input_size > TABLE_MAX_REGISTERS:
+            raise ValueError(f"a table controller has 2^R columns; R = {input_size} registers would give "
+                             f"{2 ** input_size:,} (at most {TABLE_MAX_REGISTERS} registers)")
         self.readout = nn.Linear(2 ** input_size, output_size)
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> None:

@@ -85,3 +85,9 @@ def test_the_machines_gradient_through_a_table_matches_finite_differences():
             below = loss().item()
             weight[index] += step
         assert abs((above - below) / (2 * step) - analytic[index].item()) < 1e-6 * max(1.0, abs(analytic[index].item()))
+
+
+def test_a_table_for_too_many_registers_is_refused_before_it_allocates():
+    with pytest.raises(ValueError, match="at most 12 registers"):
+        TableController(13, 5)
+    assert TableController(12, 5).readout.weight.shape == (5, 4096)
