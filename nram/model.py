@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nram import native, native_inference
+from nram import native, native_inference, native_training
 from nram.circuit import CircuitLayout, readout_with_blank, spread_logits
 from nram.controller import MLPController, make_controller
 from nram.gates import GATE_NAMES
@@ -123,6 +123,18 @@ def rollout_loss(rollout: Rollout, target: Tensor, mask: Tensor, eps: float = 1e
     return example_losses(rollout, target, mask, eps).mean()
 
 
+def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator, *, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu") -> Tensor:
+    """Standard Gumbel samples ``-log(-log U)``, U uniform on (0, 1), of ``shape``.
+
+    Added to logits, ``argmax(logits + g)`` is a sample of ``softmax(logits)`` (the Gumbel-max
+    trick); ``softmax((logits + g) / tau)`` is its relaxation (Jang et al. 2017; Maddison et al. 2017).
+    """
+    uniform = torch.rand(shape, generator=generator, dtype=dtype, device=device)
+    tiny = torch.finfo(dtype).tiny
+    return -torch.log(-torch.log(uniform.clamp(tiny, 1.0 - torch.finfo(dtype).eps)))
+
+
 def broadcast_state(state: Any, batch_size: int) -> Any:
     """A controller state of batch 1 (None, a tensor ``[1, ...]`` or a tuple of them) as views of batch ``batch_size``."""
     if state is None:
@@ -204,10 +216,19 @@ class NRAM(nn.Module):
         :func:`nram.circuit.spread_logits` needs: ``(weight [num_logits + 1, H], bias [num_logits + 1, 1])``."""
         return readout_with_blank(*self.controller.readout_weight())
 
-    def _unroll(self, memory0: Tensor, steps: int) -> Iterator[tuple[Tensor, Tensor]]:
+    @property
+    def num_choice_logits(self) -> int:
+        """How many logits the choices take at one step (all the controller's but the stop logit)."""
+        return self.layout.num_logits - 1
+
+    def _unroll(self, memory0: Tensor, steps: int, choice_noise: Tensor | None = None,
+                temperature: float | Tensor = 1.0) -> Iterator[tuple[Tensor, Tensor]]:
         """Yield ``(memory [M, M, B], [logits, blank] [num_logits + 1, B])`` per step.
 
-        The whole rollout runs value-major (batch innermost, see :mod:`nram.machine`).
+        The whole rollout runs value-major (batch innermost, see :mod:`nram.machine`). With
+        ``choice_noise`` ``[T, num_choice_logits, B]`` the choices mix by ``softmax((logits +
+        noise) / temperature)`` (``temperature`` a float or ``[B]``); the yielded logits are the
+        controller's own.
         """
         batch_size, memory_size = memory0.shape[:2]
         if memory0.dtype.is_floating_point:
@@ -219,22 +240,36 @@ class NRAM(nn.Module):
         controller_state = self.controller.initial_state(batch_size, memory.device)
         readout = self.readout()
         constants = constant_values(batch_size, memory_size, dtype=memory.dtype, device=memory.device)
-        for _ in range(steps):
+        for step in range(steps):
             logits, controller_state = self._logits(registers[:, 0].T, controller_state, readout)
-            weights = choice_weights(logits, self.padding_index, self.layout)
+            mixed = logits
+            if choice_noise is not None:
+                chosen = (logits[:self.num_choice_logits] + choice_noise[step]) / temperature
+                mixed = torch.cat([chosen, logits[self.num_choice_logits:]])
+            weights = choice_weights(mixed, self.padding_index, self.layout)
             memory, registers = step_values(memory, registers, weights, self.layout, constants)
             yield memory, logits
 
-    def forward(self, memory0: Tensor, steps: int, *, with_entropy: bool = False) -> Rollout:
+    def forward(self, memory0: Tensor, steps: int, *, with_entropy: bool = False, choice_noise: Tensor | None = None,
+                temperature: float | Tensor = 1.0) -> Rollout:
         """Unroll the soft machine for ``steps`` timesteps.
 
         memory0: integer cells ``LongTensor[B, M]`` (one-hot encoded here) or distributions
         ``[B, M, M]``. Returns a :class:`Rollout` with memories ``[T, B, M, M]``; its
-        ``choice_entropy`` is filled only ``with_entropy``.
+        ``choice_entropy`` (of the controller's own logits) is filled only ``with_entropy``.
+
+        ``choice_noise`` ``[T, num_choice_logits, B]`` (e.g. :func:`gumbel_noise`) and
+        ``temperature`` (a float or ``[B]``) turn every choice into the Gumbel-softmax relaxation
+        of a sampled choice, ``softmax((logits + noise) / temperature)``: at a low temperature the
+        soft machine runs near-discrete sampled programs, so a mixture of programs no longer
+        scores as one. The stop logit is never perturbed.
         """
         self.check_memory(memory0, steps)
+        if choice_noise is not None and choice_noise.shape != (steps, self.num_choice_logits, memory0.shape[0]):
+            raise ValueError(f"choice_noise must be [T, num_choice_logits, B] = "
+                             f"{[steps, self.num_choice_logits, memory0.shape[0]]}, got {list(choice_noise.shape)}")
         memories, stop_logits, entropies = [], [], []
-        for memory, logits in self._unroll(memory0, steps):
+        for memory, logits in self._unroll(memory0, steps, choice_noise, temperature):
             memories.append(memory)
             stop_logits.append(logits[self.layout.num_logits - 1])
             if with_entropy:
@@ -242,6 +277,26 @@ class NRAM(nn.Module):
                 entropies.append(choice_entropy(choice_logits.permute(2, 1, 0)))
         return Rollout(torch.stack(memories).permute(0, 3, 1, 2), stop_distribution(torch.stack(stop_logits)),
                        torch.stack(entropies) if with_entropy else None)
+
+    def trains_natively(self) -> bool:
+        """Whether :meth:`train_rollout_natively` runs here: a plain MLP controller (no dropout) on
+        a CPU where the C code may train (:func:`nram.native.usable`)."""
+        return type(self.controller) is MLPController and native.usable(next(self.parameters()), training=True)
+
+    def train_rollout_natively(self, memory0: Tensor, target: Tensor, mask: Tensor, steps: int, *, scale: float,
+                               eps: float) -> tuple[Tensor, Tensor]:
+        """Forward and backward of one training rollout in one C call (:mod:`nram.native_training`).
+
+        memory0, target ``LongTensor[B, M]``, mask ``BoolTensor[B, M]``. Adds the gradient of
+        ``scale * example_losses(self(memory0, steps), target, mask, eps).sum()`` to the
+        parameters' ``.grad``, and returns those losses ``[B]`` and the output memory ``[B, M, M]``,
+        without gradients. Only where :meth:`trains_natively`.
+        """
+        self.check_memory(memory0, steps, integer=True, values=False)
+        controller = self.controller
+        layers = [(layer.weight, layer.bias) for layer in controller.hidden_layers]
+        layers.append((controller.readout.weight, controller.readout.bias))
+        return native_training.train_mlp(memory0, target, mask, steps, self.layout, layers, scale=scale, eps=eps)
 
     def output_memory(self, memory0: Tensor, steps: int) -> Tensor:
         """``sum_t p_t memories[t]`` ``[B, M, M]`` without keeping every step's memory.

@@ -17,6 +17,9 @@ float64). Training is chaotic, so a run with either step takes its own path, but
 about as often: on Swap and Reverse, 20 seeds each, the PyTorch step solved 19 of 40 and the C
 step 15 (docs/seeds.md).
 
+For a plain MLP controller a training rollout runs whole in C, forward and backward, in one
+call (:mod:`nram.native_training`).
+
 Shapes are value-major, as in :mod:`nram.machine`: memory ``[M, M, B]``, registers ``[R, M, B]``,
 weights ``[K, S, B]`` (K = R + Q sources, S choice slots). Inference, which keeps the batch
 tile by tile, has its own entries in the same C file (:mod:`nram.native_inference`).
@@ -194,6 +197,10 @@ def library(real: str) -> ctypes.CDLL | None:
     lib.nram_infer_mlp.argtypes = circuit[:7] + [ctypes.c_void_p, ctypes.c_long, ctypes.c_long] + \
         [ctypes.c_void_p] * 4 + [ctypes.c_long] * 2 + [ctypes.c_void_p] * 2
     lib.nram_infer_mlp.restype = ctypes.c_int
+    scalar = ctypes.c_float if real == "float" else ctypes.c_double
+    lib.nram_train_mlp.argtypes = circuit[:7] + [ctypes.c_void_p, ctypes.c_long, ctypes.c_long] + \
+        [ctypes.c_void_p] * 5 + [scalar, scalar, ctypes.c_long, ctypes.c_long] + [ctypes.c_void_p] * 5
+    lib.nram_train_mlp.restype = ctypes.c_int
     return lib
 
 

@@ -558,19 +558,19 @@ int nram_infer_step(long M, long B, long R, long Q, long S, const int *gate, con
     return 0;
 }
 
-/* out[j] = bias[j] + sum_k weight[j, k] in[k] for j < rows, k < columns, on all TILE lanes of
-   rows of TILE; with relu, max(0, .). The lanes stay in vector registers across k. */
-static void dense_tile(long rows, long columns, const REAL *weight, const REAL *bias, const REAL *in, REAL *out,
-                       int relu) {
+/* out[j] = bias[j] + sum_k weight[j, k] in[k] for j < rows, k < columns, on the first n lanes
+   of rows of TILE; with relu, max(0, .). The lanes stay in vector registers across k. */
+static void dense_tile(long rows, long columns, int n, const REAL *weight, const REAL *bias, const REAL *in,
+                       REAL *out, int relu) {
     for (long j = 0; j < rows; ++j) {
         REAL sum[TILE];
-        for (int b = 0; b < TILE; ++b) sum[b] = bias[j];
+        for (int b = 0; b < n; ++b) sum[b] = bias[j];
         for (long k = 0; k < columns; ++k) {
             REAL w = weight[j * columns + k];
             const REAL *x = in + k * TILE;
-            for (int b = 0; b < TILE; ++b) sum[b] += w * x[b];
+            for (int b = 0; b < n; ++b) sum[b] += w * x[b];
         }
-        for (int b = 0; b < TILE; ++b) out[j * TILE + b] = relu && sum[b] < 0 ? 0 : sum[b];
+        for (int b = 0; b < n; ++b) out[j * TILE + b] = relu && sum[b] < 0 ? 0 : sum[b];
     }
 }
 
@@ -616,7 +616,7 @@ int nram_infer_mlp(long M, long B, long R, long Q, long S, const int *gate, cons
                 for (long r = 0; r < R; ++r) lanes_copy(TILE, hidden + r * TILE, registers + r * M * TILE);
                 for (long i = 0; i <= layers; ++i) {
                     REAL *out = i == layers ? t.logits : next;
-                    dense_tile(sizes[i + 1], sizes[i], weight[i], bias[i], hidden, out, i < layers);
+                    dense_tile(sizes[i + 1], sizes[i], TILE, weight[i], bias[i], hidden, out, i < layers);
                     if (i < layers) { REAL *swap = hidden; hidden = next; next = swap; }
                 }
             }
@@ -624,4 +624,209 @@ int nram_infer_mlp(long M, long B, long R, long Q, long S, const int *gate, cons
         }
     }
     return 0;
+}
+
+/* -------------------------------------------------------------- training, one call -- */
+
+static REAL log_sigmoid(REAL x) { return x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x)); }
+
+/* One example's dense layer: out[j] = bias[j] + sum_k in[k] weight_t[k, j] (weight_t the
+   weight transposed, [columns, rows]), with relu max(0, .). The inner loops run along a row,
+   which the compiler vectorises however few examples a tile holds. */
+static void dense_row(long rows, long columns, const REAL *weight_t, const REAL *bias, const REAL *in, REAL *out,
+                      int relu) {
+    memcpy(out, bias, rows * sizeof(REAL));
+    for (long k = 0; k < columns; ++k) {
+        REAL x = in[k];
+        const REAL *w = weight_t + k * rows;
+        for (long j = 0; j < rows; ++j) out[j] += x * w[j];
+    }
+    if (relu) for (long j = 0; j < rows; ++j) out[j] = out[j] < 0 ? 0 : out[j];
+}
+
+/* Its backward for one example, from d = d loss / d out: grad_weight[j, k] += d[j] in[k],
+   grad_bias[j] += d[j], and (unless d_in is NULL) d_in[k] = sum_j d[j] weight[j, k], zero
+   where in[k] = 0 when `relu_in` (in is the ReLU output of the layer below). */
+static void dense_row_backward(long rows, long columns, const REAL *weight, const REAL *in, const REAL *d,
+                               REAL *grad_weight, REAL *grad_bias, REAL *d_in, int relu_in) {
+    for (long j = 0; j < rows; ++j) {
+        REAL g = d[j];
+        REAL *y = grad_weight + j * columns;
+        grad_bias[j] += g;
+        for (long k = 0; k < columns; ++k) y[k] += g * in[k];
+    }
+    if (d_in == NULL) return;
+    memset(d_in, 0, columns * sizeof(REAL));
+    for (long j = 0; j < rows; ++j) {
+        REAL g = d[j];
+        const REAL *w = weight + j * columns;
+        for (long k = 0; k < columns; ++k) d_in[k] += g * w[k];
+    }
+    if (relu_in) for (long k = 0; k < columns; ++k) d_in[k] = in[k] > 0 ? d_in[k] : 0;
+}
+
+/* A whole training rollout of T steps with a feed-forward controller (laid out as for
+   nram_infer_mlp), forward and backward, for tiles [first, end) of the integer cells [B, M].
+   For each example b, as nram.model.example_losses defines it:
+       loss[b] = sum_t p_t sum_{i : mask[b, i]} -log max(memory_t[i, target[b, i]], eps),
+   with p_t the stop distribution (nram.model.stop_distribution); output [M, M, B] receives
+   sum_t p_t memory_t (value-major). The gradient of scale * sum_b loss[b] with respect to
+   every weight[i] and bias[i] is added to grad_weight[i] and grad_bias[i]. Each tile keeps
+   every step's state (memory, choice weights, slot inputs, sources, activations) for the
+   backward, which runs the machine step's backward (backward_tile), the softmax's and the
+   controller's. The machine runs lane-major, as everywhere in this file; the controller runs
+   example by example along its rows, since a training rollout holds only a few examples.
+   Returns 0, -1 if scratch memory could not be allocated, or -2 if a cell or a target holds
+   a value outside 0..M-1. */
+int nram_train_mlp(long M, long B, long R, long Q, long S, const int *gate, const int *first_slot,
+                   const int *width, long T, long layers, const long *sizes, const REAL *const *weight,
+                   const REAL *const *bias, REAL *const *grad_weight, REAL *const *grad_bias, REAL scale,
+                   REAL eps, long first, long end, const long *cells, const long *target, const unsigned char *mask,
+                   REAL *loss, REAL *output) {
+    Circuit c = {M, R, Q, S, R + Q, TILE, gate, first_slot};  /* rows of one tile */
+    long K = R + Q, L = sizes[layers + 1], A = 0, widest = 0, choices = 0, transposed = 0;
+    for (long i = 0; i <= layers; ++i) A += sizes[i], transposed += sizes[i] * sizes[i + 1];
+    for (long i = 0; i <= layers + 1; ++i) widest = sizes[i] > widest ? sizes[i] : widest;
+    for (long s = 0; s < S; ++s) choices += width[s];
+    int writes = 0;
+    for (long i = 0; i < Q; ++i) writes |= gate[i] == WRITE;
+    /* per tile and lane: every step's memory, weights, slot inputs, sources, activations (A),
+       logits and p, f, nll; the first memory and registers; the backward's gradients */
+    long per_step = M * M + K * S + S * M + K * M + A + L + 3;
+    long lanes = (T + 1) * per_step + R * M + 2 * M * M + R * M + K * M + S * M + K * S + L + 2 * widest;
+    size_t needed = (size_t)TILE * lanes + transposed;
+    static _Thread_local REAL *block = NULL;  /* kept between calls, grown when a rollout needs more */
+    static _Thread_local size_t capacity = 0;
+    if (needed > capacity) {
+        free(block);
+        block = malloc(sizeof(REAL) * needed);
+        capacity = block == NULL ? 0 : needed;
+        if (block == NULL) return -1;
+    }
+    REAL *memories = block;                            /* [T + 1][M, M, TILE] */
+    REAL *weights = memories + (T + 1) * M * M * TILE; /* [T][K, S, TILE] */
+    REAL *mixed = weights + T * K * S * TILE;          /* [T][S, M, TILE] */
+    REAL *sources = mixed + T * S * M * TILE;          /* [T][K, M, TILE] */
+    REAL *acts = sources + T * K * M * TILE;           /* [T][TILE, A]: flags, hidden layers; example-major */
+    REAL *logits = acts + T * A * TILE;                /* [T][L, TILE] */
+    REAL *p = logits + T * L * TILE, *f = p + T * TILE, *nll = f + T * TILE;  /* [T][TILE] each */
+    REAL *registers0 = nll + T * TILE;                 /* [R, M, TILE] */
+    REAL *grad_next = registers0 + R * M * TILE, *grad_memory = grad_next + M * M * TILE;
+    REAL *grad_registers = grad_memory + M * M * TILE, *grad_sources = grad_registers + R * M * TILE;
+    REAL *grad_slots = grad_sources + K * M * TILE, *grad_weights = grad_slots + S * M * TILE;
+    REAL *grad_logits = grad_weights + K * S * TILE;   /* [L, TILE] */
+    REAL *d = grad_logits + L * TILE, *d_in = d + widest * TILE;  /* one example's [widest] each */
+    REAL *grad_stop = d_in + widest * TILE;            /* [T][TILE] */
+    REAL *weight_t[layers + 1];                        /* each weight transposed, [columns, rows] */
+    weight_t[0] = grad_stop + T * TILE;
+    for (long i = 0; i <= layers; ++i) {
+        if (i > 0) weight_t[i] = weight_t[i - 1] + sizes[i - 1] * sizes[i];
+        for (long j = 0; j < sizes[i + 1]; ++j)
+            for (long k = 0; k < sizes[i]; ++k) weight_t[i][k * sizes[i + 1] + j] = weight[i][j * sizes[i] + k];
+    }
+    int status = 0;
+    for (long tile = first; tile < end && status == 0; ++tile) {
+        long b0 = tile * TILE;
+        int n = B - b0 < TILE ? (int)(B - b0) : TILE;
+        memset(memories, 0, sizeof(REAL) * M * M * TILE);
+        for (int b = 0; b < n; ++b)
+            for (long k = 0; k < M; ++k) {
+                long value = cells[(b0 + b) * M + k], wanted = target[(b0 + b) * M + k];
+                if (value < 0 || value >= M || wanted < 0 || wanted >= M) status = -2;
+                else memories[(k * M + value) * TILE + b] = 1;
+            }
+        if (status) break;
+        memset(registers0, 0, sizeof(REAL) * R * M * TILE);
+        for (long r = 0; r < R; ++r) for (int b = 0; b < TILE; ++b) registers0[r * M * TILE + b] = 1;
+
+        for (long t = 0; t < T; ++t) {  /* forward */
+            REAL *memory = memories + t * M * M * TILE, *next = memory + M * M * TILE;
+            const REAL *registers = t == 0 ? registers0 : mixed + ((t - 1) * S + S - R) * M * TILE;
+            REAL *step_logits = logits + t * L * TILE;
+            for (int b = 0; b < n; ++b) {
+                REAL *act = acts + (t * TILE + b) * A;
+                for (long r = 0; r < R; ++r) act[r] = registers[r * M * TILE + b];
+                REAL *in = act;
+                for (long i = 0; i <= layers; ++i) {
+                    REAL *out = i == layers ? d : in + sizes[i];
+                    dense_row(sizes[i + 1], sizes[i], weight_t[i], bias[i], in, out, i < layers);
+                    in = out;
+                }
+                for (long j = 0; j < L; ++j) step_logits[j * TILE + b] = d[j];
+            }
+            REAL *step_weights = weights + t * K * S * TILE;
+            softmax_tile(S, K, TILE, width, n, 0, step_logits, step_weights);
+            forward_tile(&c, n, 0, memory, registers, step_weights, next, mixed + t * S * M * TILE,
+                         sources + t * K * M * TILE);
+            if (!writes) for (long row = 0; row < M * M; ++row) lanes_copy(n, next + row * TILE, memory + row * TILE);
+        }
+
+        for (int b = 0; b < n; ++b) {  /* stop distribution, losses, output */
+            REAL survived = 0, total = 0;
+            for (long t = 0; t < T; ++t) {
+                REAL s = logits[(t * L + L - 1) * TILE + b];
+                p[t * TILE + b] = exp(t < T - 1 ? survived + log_sigmoid(s) : survived);
+                f[t * TILE + b] = 1 / (1 + exp(-s));
+                survived += log_sigmoid(-s);
+                const REAL *memory = memories + (t + 1) * M * M * TILE;
+                REAL cost = 0;
+                for (long k = 0; k < M; ++k) {
+                    if (!mask[(b0 + b) * M + k]) continue;
+                    REAL likelihood = memory[(k * M + target[(b0 + b) * M + k]) * TILE + b];
+                    cost -= log(likelihood > eps ? likelihood : eps);
+                }
+                nll[t * TILE + b] = cost;
+                total += p[t * TILE + b] * cost;
+            }
+            loss[b0 + b] = total;
+            REAL later = 0;  /* sum over t > j of (d loss / d p_t) p_t */
+            for (long j = T - 1; j >= 0; --j) {
+                REAL g = scale * nll[j * TILE + b] * p[j * TILE + b];
+                grad_stop[j * TILE + b] = j < T - 1 ? g * (1 - f[j * TILE + b]) - f[j * TILE + b] * later : 0;
+                later += g;
+            }
+        }
+        for (long row = 0; row < M * M; ++row) {
+            REAL *y = output + row * B + b0;
+            lanes_zero(n, y);
+            for (long t = 0; t < T; ++t) lanes_fma(n, y, p + t * TILE, memories + (t + 1) * M * M * TILE + row * TILE);
+        }
+
+        memset(grad_next, 0, sizeof(REAL) * M * M * TILE);  /* backward */
+        memset(grad_registers, 0, sizeof(REAL) * R * M * TILE);
+        for (long t = T - 1; t >= 0; --t) {
+            const REAL *next = memories + (t + 1) * M * M * TILE;
+            for (int b = 0; b < n; ++b)
+                for (long k = 0; k < M; ++k) {
+                    if (!mask[(b0 + b) * M + k]) continue;
+                    long row = k * M + target[(b0 + b) * M + k];
+                    REAL likelihood = next[row * TILE + b];
+                    if (likelihood >= eps) grad_next[row * TILE + b] -= scale * p[t * TILE + b] / likelihood;
+                }
+            const REAL *step_weights = weights + t * K * S * TILE;
+            backward_tile(&c, n, 0, memories + t * M * M * TILE, step_weights, mixed + t * S * M * TILE,
+                          sources + t * K * M * TILE, grad_next, grad_registers, grad_memory, grad_sources,
+                          grad_slots, grad_weights);
+            nram_choice_softmax_backward(S, K, TILE, width, 0, n, step_weights, grad_weights, grad_logits);
+            for (long j = choices; j < L; ++j) lanes_zero(n, grad_logits + j * TILE);
+            lanes_copy(n, grad_logits + (L - 1) * TILE, grad_stop + t * TILE);
+            for (long r = 0; r < R * M; ++r) lanes_copy(n, grad_registers + r * TILE, grad_sources + r * TILE);
+            for (int b = 0; b < n; ++b) {
+                const REAL *act = acts + (t * TILE + b) * A;
+                for (long j = 0; j < L; ++j) d[j] = grad_logits[j * TILE + b];
+                REAL *dout = d, *into = d_in;
+                long offset = A;
+                for (long i = layers; i >= 0; --i) {
+                    offset -= sizes[i];
+                    dense_row_backward(sizes[i + 1], sizes[i], weight[i], act + offset, dout, grad_weight[i],
+                                       grad_bias[i], i > 0 || t > 0 ? into : NULL, i > 0);
+                    REAL *swap = dout; dout = into; into = swap;
+                }
+                if (t > 0)  /* the controller read P(r = 0): value 0 of every register */
+                    for (long r = 0; r < R; ++r) grad_registers[r * M * TILE + b] += dout[r];
+            }
+            REAL *swap = grad_next; grad_next = grad_memory; grad_memory = swap;
+        }
+    }
+    return status;
 }

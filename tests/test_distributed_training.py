@@ -1,8 +1,10 @@
 """Two CPU workers (gloo) train in lockstep: identical parameters on every worker."""
 
+import faulthandler
 import os
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,20 +28,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn_workers(*args, deadline_s: float = 240.0) -> None:
-    """``worker(rank, *args)`` on two processes; fails (instead of hanging the suite) if a
-    mismatched collective leaves them waiting past ``deadline_s``."""
-    context = mp.start_processes(worker, args=args, nprocs=2, join=False, start_method="spawn")
+DEADLINE_S = 240.0
+"""Two workers still running after this long are stuck (a run takes seconds)."""
+
+
+def spawn_workers(port: int, out: str, *args) -> None:
+    """``worker(rank, port, out, *args)`` on two processes; fails (instead of hanging the suite) if
+    they are still running at :data:`DEADLINE_S`, with the Python stacks each dumped just before."""
+    context = mp.start_processes(worker, args=(port, out, *args), nprocs=2, join=False, start_method="spawn")
     started = time.monotonic()
     while not context.join(timeout=1.0):
-        if time.monotonic() - started > deadline_s:
+        if time.monotonic() - started > DEADLINE_S:
             for process in context.processes:
                 process.kill()
-            pytest.fail(f"the workers did not finish within {deadline_s:.0f} s")
+            stacks = "\n".join(f"rank {rank}:\n{path.read_text()}" for rank in (0, 1)
+                                if (path := Path(out, f"stack{rank}.txt")).exists())
+            pytest.fail(f"the workers did not finish within {DEADLINE_S:.0f} s; their stacks:\n{stacks}")
 
 
 def worker(rank: int, port: int, out: str, settings: dict, errors: tuple[float, float] | None = None) -> None:
     """Train on one of two workers; ``errors`` replaces each rank's measured training error."""
+    stacks = open(os.path.join(out, f"stack{rank}.txt"), "w")
+    faulthandler.dump_traceback_later(DEADLINE_S - 20, file=stacks)  # what a stuck worker was waiting on
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank))
     trainer = Trainer(TrainConfig(**settings), out, progress=False)
     if errors is not None:

@@ -51,9 +51,11 @@ def test_a_population_runs_each_member_on_its_own_weights(kind, options):
                 torch.testing.assert_close(grad, parameter.grad, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("kind, optimizer", [("mlp", "adam"), ("lstm", "sgd"), ("gated", "adam"), ("table", "adam")])
-def test_p_members_train_as_p_separate_runs_with_the_same_seeds(tmp_path, kind, optimizer):
-    base = TrainConfig(**SMALL, steps=6, controller=kind, optimizer=optimizer,
+@pytest.mark.parametrize("kind, optimizer, temperature", [("mlp", "adam", 0.0), ("lstm", "sgd", 0.0),
+                                                       ("gated", "adam", 0.0), ("table", "adam", 0.0),
+                                                       ("lstm", "adam", 0.5)])
+def test_p_members_train_as_p_separate_runs_with_the_same_seeds(tmp_path, kind, optimizer, temperature):
+    base = TrainConfig(**SMALL, steps=6, controller=kind, optimizer=optimizer, gumbel_temperature=temperature,
                        momentum=0.5 if optimizer == "sgd" else 0.0)
     population = PopulationTrainer(dataclasses.replace(base, population=3), tmp_path / "population", progress=False)
     population.train()
@@ -92,8 +94,9 @@ def test_member_adam_and_sgd_follow_torch_per_member_with_their_own_learning_rat
 
 @pytest.mark.parametrize("split", [5, 4])  # 4: the budget ends on an exploitation step
 def test_a_population_resumes_bit_for_bit(tmp_path, split):
-    settings = dict(SMALL, population=3, exploit_every=2, restart_every=3, restart_above=0.0,
-                    population_ranges={"lr": [0.003, 0.03], "entropy_bonus": [0.01, 0.1]})
+    settings = dict(SMALL, population=3, exploit_every=2, restart_every=3, restart_above=0.0, check_discrete=True,
+                    gumbel_temperature=0.5, population_ranges={"lr": [0.003, 0.03], "entropy_bonus": [0.01, 0.1],
+                                                               "gumbel_temperature": [0.3, 1.0]})
     straight = PopulationTrainer(TrainConfig(**settings, steps=8), tmp_path / "straight", progress=False)
     straight.train()
     PopulationTrainer(TrainConfig(**settings, steps=split), tmp_path / "split", progress=False).train()

@@ -30,9 +30,9 @@ from tasks import get_task
 
 FINITE_SETTINGS = ("lr", "weight_decay", "momentum", "clip_value", "clip_norm", "gradient_noise", "entropy_bonus",
                    "entropy_decay", "log_eps", "promote_below", "dropout_p", "restart_above", "timesteps_per_length",
-                   "exploit_fraction")
+                   "exploit_fraction", "gumbel_temperature")
 """Float settings that must not be inf or NaN (NaN would silently switch a feature off)."""
-RANGED_SETTINGS = ("lr", "weight_decay", "gradient_noise", "entropy_bonus")
+RANGED_SETTINGS = ("lr", "weight_decay", "gradient_noise", "entropy_bonus", "gumbel_temperature")
 """Settings a population may draw per member (``TrainConfig.population_ranges``)."""
 
 
@@ -107,6 +107,17 @@ class TrainConfig:
     """Initial weight of the choice-entropy bonus subtracted from the loss; 0 disables."""
     entropy_decay: float = 0.999
     """The entropy bonus is multiplied by this after every step."""
+    gumbel_temperature: float = 0.0
+    """Train on sampled programs: every choice of a training rollout mixes by the Gumbel-softmax
+    ``softmax((logits + g) / tau)`` with fresh Gumbel noise g per example and step and tau this
+    temperature (Jang et al. 2017), instead of ``softmax(logits)``. A mixture of programs then
+    scores only as well as the programs it samples, so what training rewards is what the
+    discrete machine (argmax, the most likely program) runs. 0 (the default) trains the plain
+    soft machine; evaluation never adds noise."""
+    check_discrete: bool = False
+    """Checks (solved, restarts, a population's ranking) score each training length by the worse
+    of the soft and the discrete machine's per-cell error, so only a run whose discretised
+    program is exact counts as solved, and a population keeps programs over soft mixtures."""
     log_eps: float = 1e-6
     """Likelihoods are clamped to at least this before the logarithm."""
     nan_patience: int = 20
@@ -131,7 +142,7 @@ class TrainConfig:
     restarts. 1 is one ordinary run."""
     population_ranges: dict[str, list[float]] = field(default_factory=dict)
     """Per-member hyperparameters drawn log-uniformly from ``[low, high]``, e.g. {"lr": [0.001,
-    0.01]}; keys among lr, weight_decay, gradient_noise, entropy_bonus. Member 0 keeps the
+    0.01]}; keys among lr, weight_decay, gradient_noise, entropy_bonus, gumbel_temperature. Member 0 keeps the
     config's own values."""
     exploit_every: int = 0
     """Population-based training: every this many steps the worst ``exploit_fraction`` of the
@@ -186,8 +197,9 @@ class TrainConfig:
              "timesteps and timesteps_per_length must be >= 0 and give at least one step"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (min(self.weight_decay, self.momentum, self.clip_value, self.clip_norm, self.gradient_noise,
-                 self.entropy_bonus) >= 0,
-             "weight_decay, momentum, clip_value, clip_norm, gradient_noise and entropy_bonus must be >= 0"),
+                 self.entropy_bonus, self.gumbel_temperature) >= 0,
+             "weight_decay, momentum, clip_value, clip_norm, gradient_noise, entropy_bonus and gumbel_temperature "
+             "must be >= 0"),
             (0 < self.entropy_decay <= 1 and 0 < self.log_eps < 1 and 0 <= self.dropout_p < 1,
              "need 0 < entropy_decay <= 1, 0 < log_eps < 1 and 0 <= dropout_p < 1"),
             (self.threads >= 0, f"threads must be >= 0 (0: torch's default), got {self.threads}"),

@@ -27,15 +27,15 @@ import torch
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
-from nram.model import NRAM, example_losses
+from nram.model import NRAM, example_losses, gumbel_noise
 from nram.population import PopulationNRAM
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.config import RANGED_SETTINGS, TrainConfig
 from training.diagnostics import GateAdaptation
-from training.evaluate import cell_errors, evaluate, evaluation_batches
+from training.evaluate import cell_errors, evaluate, evaluation_batches, final_memory
 from training.optim.members import MEMBER_OPTIMIZERS
-from training.trainer import ARCHITECTURE_KEYS, RESTART_SEED_OFFSET, Trainer, attempt_ends, build_optimizer, \
-    check_same_run, fresh_counters, gate_probes, new_curriculum, noise_std
+from training.trainer import ARCHITECTURE_KEYS, GUMBEL_SEED_OFFSET, RESTART_SEED_OFFSET, Trainer, attempt_ends, \
+    build_optimizer, check_same_run, fresh_counters, gate_probes, new_curriculum, noise_std
 
 POPULATION_NAME = "population.pt"
 """The whole population's checkpoint, beside the best member's ``checkpoint.pt``."""
@@ -56,6 +56,7 @@ class Member:
     curriculum: Any
     data_generator: torch.Generator
     noise_generator: torch.Generator
+    gumbel_generator: torch.Generator
     counters: dict[str, float]
     error: float = math.inf
     """Per-cell error over the training lengths at the last check."""
@@ -115,7 +116,9 @@ class PopulationTrainer(Trainer):
                 values[name] = math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
         config = member_config(self.config, index, **values)
         return Member(config, new_curriculum(config), torch.Generator().manual_seed(config.seed),
-                      torch.Generator(device=self.device).manual_seed(config.seed + 1), fresh_counters(config))
+                      torch.Generator(device=self.device).manual_seed(config.seed + 1),
+                      torch.Generator(device=self.device).manual_seed(config.seed + GUMBEL_SEED_OFFSET),
+                      fresh_counters(config))
 
     def _member_values(self, name: str) -> Tensor:
         """Setting ``name`` of every member, ``[P]`` (float64)."""
@@ -178,7 +181,8 @@ class PopulationTrainer(Trainer):
         for n in torch.unique(torch.cat(lengths)).tolist():
             batch, real = self._length_batch(lengths, n)
             steps = config.timesteps_for(n)
-            rollout = self.model(batch.memory, steps, with_entropy=bool(entropy.any()))
+            rollout = self.model(batch.memory, steps, with_entropy=bool(entropy.any()),
+                                 **self._sampled_choices(steps, real))
             nll = example_losses(rollout, batch.target, batch.mask, config.log_eps).view(size, -1)
             objective = nll.sum(1)
             if rollout.choice_entropy is not None:
@@ -228,6 +232,25 @@ class PopulationTrainer(Trainer):
                 real[index, :count] = True
         batch = type(part)(*(x.view(size * width, memory_size).to(self.device) for x in (memory, target, mask)))
         return batch, real.to(self.device)
+
+    def _sampled_choices(self, steps: int, real: Tensor) -> dict[str, Any]:
+        """:meth:`Trainer.sampled_choices` for one rollout of every member (``real`` ``[P, c]``): each
+        member with a ``gumbel_temperature`` draws the noise of its real rows from its own generator,
+        as its ordinary run would; padded rows and members without one mix unperturbed."""
+        temperatures = [member.config.gumbel_temperature for member in self.members]
+        if not any(temperatures):
+            return {}
+        size, width = real.shape
+        noise = torch.zeros(steps, self.model.num_choice_logits, size, width, dtype=self.model.dtype,
+                            device=self.device)
+        for index, (member, temperature) in enumerate(zip(self.members, temperatures)):
+            count = int(real[index].sum())
+            if temperature and count:
+                noise[:, :, index, :count] = gumbel_noise((steps, self.model.num_choice_logits, count),
+                                                          member.gumbel_generator, dtype=self.model.dtype,
+                                                          device=self.device)
+        temperature = torch.tensor([t or 1.0 for t in temperatures], dtype=self.model.dtype, device=self.device)
+        return {"choice_noise": noise.flatten(2), "temperature": temperature.repeat_interleave(width)}
 
     def _clip_and_perturb(self) -> Tensor:
         """Per member: clip elementwise, then by the member's gradient norm; add its noise.
@@ -281,30 +304,35 @@ class PopulationTrainer(Trainer):
     # ---------------------------------------------------------------- checks
     @torch.no_grad()
     def training_errors(self) -> Tensor:
-        """Each member's per-cell error (soft) over all training lengths ``[P]``, member i on the
-        examples an ordinary run with its seed is checked on (``eval_examples`` per length)."""
-        config, size = self.config, self.config.population
-        lengths = range(config.min_length, config.max_length + 1)
-        errors = torch.zeros(size, dtype=torch.float64)
-        wrong, scored = torch.zeros(size, dtype=torch.long), torch.zeros(size, dtype=torch.long)
+        """Each member's per-cell error over all training lengths ``[P]``, member i on the examples
+        an ordinary run with its seed is checked on (``eval_examples`` per length): soft, or with
+        ``check_discrete`` the worse of soft and discrete at each length (as :meth:`Trainer.training_error`)."""
+        config = self.config
+        modes = (False, True) if config.check_discrete else (False,)
+        errors = torch.zeros(config.population, dtype=torch.float64)
         self.model.eval()
-        for n in lengths:
-            memory_size = config.memory_size_for(n)
-            parts = [evaluation_batches(self.task, n, memory_size, config.eval_examples, member.config.seed)
-                     for member in self.members]
-            for chunk in zip(*parts):
-                memory = torch.cat([batch.memory for batch in chunk]).to(self.device)
-                output = self.model.output_memory(memory, config.timesteps_for(n)).argmax(-1).cpu()
-                for index, batch in enumerate(chunk):
-                    rows = slice(index * batch.memory.shape[0], (index + 1) * batch.memory.shape[0])
-                    chunk_wrong, chunk_scored = cell_errors(output[rows], batch)
-                    wrong[index] += chunk_wrong.sum()
-                    scored[index] += chunk_scored.sum()
-            errors += wrong.double() / scored.clamp_min(1)  # as evaluate() scores one length
-            wrong.zero_()
-            scored.zero_()
+        for n in range(config.min_length, config.max_length + 1):
+            errors += torch.stack([self._length_errors(n, discrete) for discrete in modes]).amax(0)
         self.model.train()
-        return errors / len(lengths)
+        return errors / (config.max_length - config.min_length + 1)
+
+    def _length_errors(self, n: int, discrete: bool) -> Tensor:
+        """Each member's per-cell error at length n ``[P]`` (float64), soft or discrete, as
+        :func:`training.evaluate.evaluate` scores one length."""
+        config, size = self.config, self.config.population
+        memory_size = config.memory_size_for(n)
+        wrong, scored = torch.zeros(size, dtype=torch.long), torch.zeros(size, dtype=torch.long)
+        parts = [evaluation_batches(self.task, n, memory_size, config.eval_examples, member.config.seed)
+                 for member in self.members]
+        for chunk in zip(*parts):
+            memory = torch.cat([batch.memory for batch in chunk]).to(self.device)
+            output = final_memory(self.model, memory, config.timesteps_for(n), discrete).cpu()
+            for index, batch in enumerate(chunk):
+                rows = slice(index * batch.memory.shape[0], (index + 1) * batch.memory.shape[0])
+                chunk_wrong, chunk_scored = cell_errors(output[rows], batch)
+                wrong[index] += chunk_wrong.sum()
+                scored[index] += chunk_scored.sum()
+        return wrong.double() / scored.clamp_min(1)
 
     def check_due(self) -> bool:
         """A member's attempt ends (``restart_every``), exploitation is due (``exploit_every``), or an
@@ -371,7 +399,8 @@ class PopulationTrainer(Trainer):
                 "torch_rng": torch.get_rng_state(),
                 "members": [{"config": m.config.to_dict(), "curriculum": m.curriculum.state_dict(),
                              "data_rng": m.data_generator.get_state(), "noise_rng": m.noise_generator.get_state(),
-                             "counters": dict(m.counters), "error": m.error} for m in self.members]}
+                             "gumbel_rng": m.gumbel_generator.get_state(), "counters": dict(m.counters),
+                             "error": m.error} for m in self.members]}
 
     def member_checkpoint(self, index: int) -> dict[str, Any]:
         """Member ``index`` as an ordinary run's checkpoint (see :meth:`Trainer.state`); a gated
@@ -390,7 +419,8 @@ class PopulationTrainer(Trainer):
                 "optimizer": state, "curriculum": member.curriculum.state_dict(),
                 "rng": {"data": data_rng, "noise": member.noise_generator.get_state(),
                         "dropout": torch.Generator(device=self.device).manual_seed(member.config.seed + 2).get_state(),
-                        "torch": torch.get_rng_state(), "data_by_rank": [data_rng]},
+                        "torch": torch.get_rng_state(), "data_by_rank": [data_rng],
+                        "gumbel_by_rank": [member.gumbel_generator.get_state()]},
                 "trainer": dict(member.counters), "gate_monitor": monitor.state_dict() if monitor else {}}
 
     def save(self) -> Path:
@@ -408,11 +438,14 @@ class PopulationTrainer(Trainer):
             self.choice_generator.set_state(payload["choice_rng"])
             torch.set_rng_state(payload["torch_rng"])
             for index, (member, saved_member) in enumerate(zip(self.members, payload["members"])):
-                ranged = {name: saved_member["config"][name] for name in RANGED_SETTINGS}
+                saved_config = saved_member["config"]
+                ranged = {name: saved_config.get(name, getattr(self.config, name)) for name in RANGED_SETTINGS}
                 member.config = member_config(self.config, index, **ranged)  # this run's steps, saved hyperparameters
                 member.curriculum.load_state_dict(saved_member["curriculum"])
                 member.data_generator.set_state(saved_member["data_rng"])
                 member.noise_generator.set_state(saved_member["noise_rng"])
+                if "gumbel_rng" in saved_member:  # absent from populations older than the Gumbel choices
+                    member.gumbel_generator.set_state(saved_member["gumbel_rng"])
                 member.counters = dict(saved_member["counters"])
                 member.error = float(saved_member["error"])
         except (KeyError, RuntimeError, ValueError, TypeError) as error:

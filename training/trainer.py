@@ -1,8 +1,8 @@
 """The training loop: curriculum, clipping, gradient noise, NaN guard, logs and checkpoints.
 
-One :class:`Trainer` owns one run: its model, optimizer, curriculum and three random
-generators (batches, gradient noise, and torch's global one for anything else), all of
-which go into the checkpoint, so ``--resume`` continues bit for bit where the run stopped.
+One :class:`Trainer` owns one run: its model, optimizer, curriculum and its random generators
+(batches, gradient noise, dropout, the choices' Gumbel noise, and torch's global one for
+anything else), all of which go into the checkpoint, so ``--resume`` continues bit for bit where the run stopped.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from nram.model import NRAM, rollout_loss
+from nram.model import NRAM, gumbel_noise, rollout_loss
 from tasks import get_task
 from tasks.base import TaskBatch
 from tasks.curriculum import FixedCurriculum, ZarembaCurriculum
@@ -38,6 +39,9 @@ RANK_SEED_OFFSET = 1_000_003
 """Worker r samples its batches from seed + r * RANK_SEED_OFFSET, so workers see different data."""
 RESTART_SEED_OFFSET = 7_919
 """Restart k of a run starts from the weights torch draws after manual_seed(seed + k * RESTART_SEED_OFFSET)."""
+GUMBEL_SEED_OFFSET = 104_729
+"""The choices' Gumbel noise (``gumbel_temperature``) comes from seed + this (+ the worker's
+RANK_SEED_OFFSET): far from the seeds of a population's members' other streams."""
 
 
 ARCHITECTURE_KEYS = ("task", "num_registers", "gates", "controller", "hidden_size", "dropout", "controller_options",
@@ -155,10 +159,15 @@ class Trainer:
         self.optimizer = build_optimizer(config, self.model)
         data_parallel = self.workers.world_size > 1 and config.optimizer in ("adam", "sgd")
         self.forward_model = data_parallel_model(self.model) if data_parallel else self.model
+        self.native_rollouts = (self.workers.world_size == 1 and config.gumbel_temperature == 0
+                                and self.model.trains_natively())
+        """Whether rollouts without an entropy bonus train in one C call (:meth:`_train_rollout`)."""
         self.curriculum = new_curriculum(config)
         self.data_generator = torch.Generator().manual_seed(config.seed + RANK_SEED_OFFSET * self.workers.rank)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         self.dropout_generator = torch.Generator(device=self.device).manual_seed(config.seed + 2)
+        self.gumbel_generator = torch.Generator(device=self.device).manual_seed(
+            config.seed + GUMBEL_SEED_OFFSET + RANK_SEED_OFFSET * self.workers.rank)
         self.gate_monitor = GateAdaptation(self.model, gate_probes(config, self.device)) \
             if config.controller == "gated" else None
         self.step = 0
@@ -209,6 +218,7 @@ class Trainer:
         """Write the checkpoint (rank 0 only; every worker must call it); returns its path."""
         state = self.state()
         state["rng"]["data_by_rank"] = gather_objects(state["rng"]["data"], self.workers)
+        state["rng"]["gumbel_by_rank"] = gather_objects(self.gumbel_generator.get_state(), self.workers)
         if self.workers.is_main:
             save_checkpoint(self.checkpoint_path, state)
         return self.checkpoint_path
@@ -227,6 +237,8 @@ class Trainer:
             self.data_generator.set_state(by_rank[self.workers.rank])
             self.noise_generator.set_state(payload["rng"]["noise"])
             self.dropout_generator.set_state(payload["rng"]["dropout"])
+            if "gumbel_by_rank" in payload["rng"]:  # absent from checkpoints older than the Gumbel choices
+                self.gumbel_generator.set_state(payload["rng"]["gumbel_by_rank"][self.workers.rank])
             torch.set_rng_state(payload["rng"]["torch"])
             if self.gate_monitor:
                 self.gate_monitor.load_state_dict(payload["gate_monitor"])
@@ -270,23 +282,14 @@ class Trainer:
         loss, wrong, scored = 0.0, 0, 0
         for index, (group, batch, steps) in enumerate(batches):
             share = group.numel() / lengths.numel()
-            if hasattr(self.model.controller, "resample"):  # one dropout pattern per rollout
-                self.model.controller.resample(self.dropout_generator)
-            with self._gradient_sync(last=index == len(batches) - 1):
-                rollout = self.forward_model(batch.memory, steps, with_entropy=self.counters["entropy_weight"] > 0)
-                group_loss = rollout_loss(rollout, batch.target, batch.mask, config.log_eps)
-                objective = group_loss
-                if rollout.choice_entropy is not None:
-                    objective = group_loss - self.counters["entropy_weight"] * rollout.choice_entropy.mean()
-                (objective * share).backward()
-            loss += group_loss.item() * share
-            with torch.no_grad():
-                group_wrong, group_scored = cell_errors(rollout.output_memory().argmax(-1), batch)
-                at_level = group.to(self.device) == self.curriculum_level
-                self.counters["level_wrong"] += int(group_wrong[at_level].sum())
-                self.counters["level_scored"] += int(group_scored[at_level].sum())
-                wrong += int(group_wrong.sum())
-                scored += int(group_scored.sum())
+            group_loss, output = self._train_rollout(batch, steps, share, last=index == len(batches) - 1)
+            loss += group_loss * share
+            group_wrong, group_scored = cell_errors(output.argmax(-1), batch)
+            at_level = group.to(self.device) == self.curriculum_level
+            self.counters["level_wrong"] += int(group_wrong[at_level].sum())
+            self.counters["level_scored"] += int(group_scored[at_level].sum())
+            wrong += int(group_wrong.sum())
+            scored += int(group_scored.sum())
         grad_norm = self._clip_and_perturb()
         finite = math.isfinite(loss) and math.isfinite(grad_norm)
         if finite:
@@ -305,6 +308,39 @@ class Trainer:
         self.step += 1
         return {"loss": loss, "cell_error": wrong / max(scored, 1), "grad_norm": grad_norm,
                 "skipped": 0.0 if finite else 1.0}
+
+    def _train_rollout(self, batch: TaskBatch, steps: int, share: float, last: bool) -> tuple[float, Tensor]:
+        """Forward and backward of one rollout, its loss entering the step's with weight ``share``:
+        adds its gradients to ``.grad``; returns its mean loss and output memory ``[b, M, M]``
+        (no gradient). A plain MLP on the CPU, without entropy bonus, choice noise or other
+        workers, runs all of it in one C call (:meth:`NRAM.train_rollout_natively`)."""
+        config = self.config
+        entropy_weight = self.counters["entropy_weight"]
+        if self.native_rollouts and entropy_weight == 0:
+            losses, output = self.model.train_rollout_natively(batch.memory, batch.target, batch.mask, steps,
+                                                               scale=share / batch.memory.shape[0], eps=config.log_eps)
+            return losses.mean().item(), output
+        if hasattr(self.model.controller, "resample"):  # one dropout pattern per rollout
+            self.model.controller.resample(self.dropout_generator)
+        with self._gradient_sync(last):
+            rollout = self.forward_model(batch.memory, steps, with_entropy=entropy_weight > 0,
+                                         **self.sampled_choices(steps, batch.memory.shape[0]))
+            group_loss = rollout_loss(rollout, batch.target, batch.mask, config.log_eps)
+            objective = group_loss
+            if rollout.choice_entropy is not None:
+                objective = group_loss - entropy_weight * rollout.choice_entropy.mean()
+            (objective * share).backward()
+        return group_loss.item(), rollout.output_memory().detach()
+
+    def sampled_choices(self, steps: int, batch_size: int) -> dict[str, Any]:
+        """The keyword arguments that make one training rollout's choices Gumbel-softmax samples
+        (``choice_noise`` ``[T, num_choice_logits, B]`` and ``temperature``), or none when
+        ``gumbel_temperature`` is 0."""
+        if self.config.gumbel_temperature == 0:
+            return {}
+        noise = gumbel_noise((steps, self.model.num_choice_logits, batch_size), self.gumbel_generator,
+                             dtype=self.model.dtype, device=self.device)
+        return {"choice_noise": noise, "temperature": self.config.gumbel_temperature}
 
     def _gradient_sync(self, last: bool) -> contextlib.AbstractContextManager:
         """DistributedDataParallel averages gradients on the last backward of a step only."""
@@ -340,9 +376,14 @@ class Trainer:
         return norm.item()
 
     def training_error(self) -> float:
-        """Mean per-cell error (soft, ``eval_examples`` per length) over all the training lengths."""
+        """Mean per-cell error (``eval_examples`` per length) over all the training lengths: soft,
+        or with ``check_discrete`` the worse of soft and discrete at each length."""
         lengths = list(range(self.config.min_length, self.config.max_length + 1))
-        return sum(record["cell_error"] for record in self.evaluate(lengths)) / len(lengths)
+        errors = [record["cell_error"] for record in self.evaluate(lengths)]
+        if self.config.check_discrete:
+            discrete = self.evaluate(lengths, discrete=True)
+            errors = [max(error, record["cell_error"]) for error, record in zip(errors, discrete)]
+        return sum(errors) / len(lengths)
 
     def restart(self) -> None:
         """Start again (the paper's restarts, within one run): fresh weights seeded by the run's
