@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 from torch.utils.tensorboard import SummaryWriter
 
 from nram.model import NRAM
@@ -26,7 +27,11 @@ def memory_figure(model: NRAM, task: Task, length: int, memory_size: int, steps:
               (f"output after up to {steps} steps", model.output_memory(batch.memory, steps)[0].float()),
               ("target", F.one_hot(batch.target[0], memory_size).float())]
     size = min(4.5, 2.0 + 0.12 * memory_size)
-    figure = Figure(figsize=(3 * size + 1.2, size + 0.8), dpi=FIGURE_DPI, layout="constrained")
+    width, height = 3 * size + 1.8, size + 1.2
+    # Fixed margins, not a layout engine: "constrained" draws the figure several times (0.5 s more).
+    figure = Figure(figsize=(width, height), dpi=FIGURE_DPI)
+    figure.subplots_adjust(left=0.7 / width, right=1 - 1.3 / width, bottom=0.6 / height, top=1 - 0.75 / height,
+                           wspace=0.08)
     axes = figure.subplots(1, 3, sharey=True)
     scored = batch.mask[0].nonzero().flatten().tolist()
     for ax, (title, panel) in zip(axes, panels):
@@ -34,11 +39,13 @@ def memory_figure(model: NRAM, task: Task, length: int, memory_size: int, steps:
                           aspect="equal")
         ax.set_title(title)
         ax.set_xlabel("value j")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel("cell i")
     for ax in axes[1:]:
         for cell in scored:
             ax.add_patch(Rectangle((-0.5, cell - 0.5), memory_size, 1, fill=False, edgecolor="red", linewidth=1.2))
-    figure.colorbar(image, ax=axes, label="P(cell i holds j)", shrink=0.9)
+    figure.colorbar(image, ax=axes, label="P(cell i holds j)", shrink=0.9, fraction=0.03, pad=0.02)
     figure.suptitle(f"{task.title}, length {length}, M = {memory_size} (red frames: the scored cells)")
     return figure
 
