@@ -7,7 +7,7 @@ Medians of repeated timings.
     python scripts/bench_machine.py                 # the full table on cpu (and cuda if present)
     python scripts/bench_machine.py --quick         # the headline settings only
     python scripts/bench_machine.py --json out.json --threads 1,2 --compile
-    python scripts/bench_machine.py --quick --backend native,pytorch --rounds 5   # the C step vs PyTorch's, side by side
+    python scripts/bench_machine.py --quick --backend fused,native,pytorch --rounds 5   # the CPU paths side by side
     python scripts/bench_machine.py --quick --population 16 --rounds 5   # 16 members vs one model, side by side
 
 Records: {"mode": "train"|"infer", "M", "R", "T", "batch", "population", "device", "backend", "examples_per_s",
@@ -19,10 +19,12 @@ pipes x clock, as :func:`nram.flops.cpu_peak` reads them; None off the CPU or wh
 ``--population P`` every training setting runs for one model and for P members (one
 :class:`nram.population.PopulationNRAM` stepped by :class:`training.optim.members.MemberAdam`,
 as ``nram train --population`` does), alternating, and the summary gives their ratio.
-Backends on the CPU (see nram/native.py): "native" as shipped (the C step for training and
-inference) and "pytorch" (NRAM_NATIVE=0). With several backends and ``--rounds N`` the backends
-alternate N times per setting, and the summary gives the median of the rounds and the
-native / pytorch ratio.
+Backends on the CPU (see nram/native.py): "fused" as shipped (a plain MLP's whole training
+rollout, forward and backward, in one C call: ``NRAM.train_rollout_natively``, as ``nram train``
+runs a rollout without entropy bonus or choice noise; C inference), "native" (the C step once
+per timestep under autograd, the training path before the one-call rollout; C inference) and
+"pytorch" (NRAM_NATIVE=0). With several backends and ``--rounds N`` the backends alternate N
+times per setting, and the summary gives the median of the rounds and their ratios.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from training.optim import make_optimizer
 from training.optim.members import MemberAdam
 
 REGISTERS = 2
-BACKENDS = {"native": "1", "pytorch": "0"}  # the NRAM_NATIVE value of each
+BACKENDS = {"fused": "1", "native": "1", "pytorch": "0"}  # the NRAM_NATIVE value of each
 
 
 def synchronize(device: str) -> None:
@@ -70,9 +72,16 @@ def median_seconds(fn, device: str, min_time: float = 0.4, repeats: int = 5) -> 
     return statistics.median(samples)
 
 
-def make_train_step(model: NRAM, memory: torch.Tensor, steps: int, compile_model: bool):
+def make_train_step(model: NRAM, memory: torch.Tensor, steps: int, compile_model: bool, fused: bool):
     optimizer = make_optimizer("adam", model.parameters(), lr=1e-3)  # as `nram train` builds it
     mask = torch.ones_like(memory, dtype=torch.bool)
+    if fused:
+        def fused_step():
+            optimizer.zero_grad(set_to_none=True)
+            model.train_rollout_natively(memory, memory, mask, steps, scale=1 / memory.shape[0], eps=1e-6)
+            optimizer.step()
+
+        return fused_step
 
     def loss_fn():
         return rollout_loss(model(memory, steps), memory, mask)
@@ -113,7 +122,7 @@ def measure(mode: str, memory_size: int, steps: int, batch: int, device: str, th
     if mode == "train" and population > 1:
         fn = make_population_step(model, memory, steps)
     elif mode == "train":
-        fn = make_train_step(model, memory, steps, compile_model)
+        fn = make_train_step(model, memory, steps, compile_model, fused=backend == "fused" and device == "cpu")
     else:
         model.eval()  # as `nram eval` runs it
         forward = torch.compile(model.output_memory) if compile_model else model.output_memory
@@ -189,17 +198,16 @@ def median_rounds(records: list[dict]) -> list[dict]:
     return out
 
 
-def print_backend_ratios(records: list[dict], backends: list[str]) -> None:
-    """native / pytorch examples/s for every setting measured with both."""
-    if not {"native", "pytorch"} <= set(backends):
-        return
+def print_backend_ratios(records: list[dict]) -> None:
+    """fused / native and native / pytorch examples/s for every training setting measured with both."""
     by_key = {(r["mode"], r["M"], r["T"], r["batch"], r["threads"], r["backend"]): r for r in records
               if r["device"] == "cpu" and not r["compile"] and r["population"] == 1}
     for (mode, memory_size, steps, batch, threads, backend), r in by_key.items():
-        other = by_key.get((mode, memory_size, steps, batch, threads, "pytorch"))
-        if backend == "native" and other:
-            print(f"{mode} M={memory_size} T={steps} batch {batch} threads={threads}: native / pytorch = "
-                  f"{r['examples_per_s'] / other['examples_per_s']:.2f} (medians of {len(r['rounds'])} rounds)")
+        for faster, slower in (("fused", "native"), ("native", "pytorch")):
+            other = by_key.get((mode, memory_size, steps, batch, threads, slower))
+            if backend == faster and other and (mode == "train" or faster != "fused"):
+                print(f"{mode} M={memory_size} T={steps} batch {batch} threads={threads}: {faster} / {slower} = "
+                      f"{r['examples_per_s'] / other['examples_per_s']:.2f} (medians of {len(r['rounds'])} rounds)")
 
 
 def print_population_ratios(records: list[dict]) -> None:
@@ -220,8 +228,8 @@ def main() -> None:
     parser.add_argument("--device", action="append", help="cpu, cuda (default: cpu, and cuda when present)")
     parser.add_argument("--threads", default=None, help="comma-separated CPU thread counts to compare")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile at M=10, T=3")
-    parser.add_argument("--backend", default="native",
-                        help="comma-separated CPU steps to compare: native (C, as shipped), pytorch")
+    parser.add_argument("--backend", default="fused",
+                        help="comma-separated CPU paths to compare: fused (as shipped), native, pytorch")
     parser.add_argument("--rounds", type=int, default=1, help="times each setting is measured, backends alternating")
     parser.add_argument("--population", type=int, default=1,
                         help="also train P members as one vectorised model, beside one model")
@@ -270,7 +278,7 @@ def main() -> None:
     records = median_rounds(records)
     write_json(records)
     print_table(records)
-    print_backend_ratios(records, backends)
+    print_backend_ratios(records)
     print_population_ratios(records)
     for mode, batch in (("train", 256), ("infer", 4096)):
         exponent = fitted_exponent([r for r in records if r["device"] == devices[0] and r["backend"] == backends[0]

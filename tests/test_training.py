@@ -87,15 +87,17 @@ def test_cli_without_a_c_compiler_warns_in_one_line_and_still_evaluates(tmp_path
 
 def test_tensorboard_events_hold_scalars_images_and_hparams(tmp_path):
     out = tmp_path / "run"
-    Trainer(TrainConfig(**SMALL, steps=4), out, progress=False).train()
+    Trainer(TrainConfig(**{**SMALL, "eval_every": 3}, image_every=6, steps=13), out, progress=False).train()
     events = EventAccumulator(str(out), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     tags = events.Tags()
     for tag in ("train/loss", "train/cell_error", "train/grad_norm", "train/lr", "curriculum/level",
                 "eval/cell_error_length_4", "eval/cell_error_length_8"):
         assert tag in tags["scalars"], tag
-    assert [e.step for e in events.Scalars("train/loss")] == [2, 4]
-    assert {"memory/length_4", "memory/length_8"} <= set(tags["images"])
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6, 8, 10, 12, 13]
+    assert [e.step for e in events.Scalars("eval/cell_error_length_4")] == [3, 6, 9, 12, 13]
+    for tag in ("memory/length_4", "memory/length_8"):  # at the first evaluation from each 6 steps on, and the last
+        assert [e.step for e in events.Images(tag)] == [6, 12, 13], tag
     image = events.Images("memory/length_4")[-1]
     assert image.width > 600 and image.height > 200  # a labelled figure, not a raw M x 3M bitmap
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")

@@ -155,7 +155,10 @@ class TrainConfig:
     log_every: int = 50
     """Steps between scalar logs (loss, error, grad norm, lr, curriculum level)."""
     eval_every: int = 500
-    """Steps between evaluations by length and memory heatmaps."""
+    """Steps between evaluations by length (the memory heatmaps go with some, see image_every)."""
+    image_every: int = 1000
+    """Memory heatmaps go to TensorBoard with the first evaluation at or after every multiple of
+    this many steps, and with the last one (each takes about a second of drawing on a CPU)."""
     eval_examples: int = 256
     """Examples per length in those evaluations."""
     checkpoint_every: int = 500
@@ -212,8 +215,8 @@ class TrainConfig:
             (self.exploit_every >= 0 and 0 < self.exploit_fraction <= 0.5,
              f"need exploit_every >= 0 and 0 < exploit_fraction <= 0.5, got {self.exploit_every} and "
              f"{self.exploit_fraction}"),
-            (min(self.log_every, self.eval_every, self.checkpoint_every, self.eval_examples) >= 1,
-             "log_every, eval_every, checkpoint_every and eval_examples must be >= 1"),
+            (min(self.log_every, self.eval_every, self.image_every, self.checkpoint_every, self.eval_examples) >= 1,
+             "log_every, eval_every, image_every, checkpoint_every and eval_examples must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:

@@ -483,8 +483,8 @@ class PopulationTrainer(Trainer):
         """The best member, as an ordinary model."""
         return self.model.member_model(self.best)
 
-    def _log_evaluation(self, writer: SummaryWriter) -> list[dict]:
+    def _log_evaluation(self, writer: SummaryWriter, images: bool) -> list[dict]:
         for index, member in enumerate(self.members):
             if math.isfinite(member.error):
                 writer.add_scalar(f"member_{index}/train_error", member.error, self.step)
-        return super()._log_evaluation(writer)
+        return super()._log_evaluation(writer, images)

@@ -480,7 +480,8 @@ class Trainer:
                     error = self.check_attempt()
                     ended_by_caller = on_check is not None and on_check(self.step, error)
                 if writer and self.step % config.eval_every == 0:
-                    final, evaluated_at = self._log_evaluation(writer), self.step
+                    images = self.step % config.image_every < config.eval_every
+                    final, evaluated_at = self._log_evaluation(writer, images), self.step
                 if self.step % config.checkpoint_every == 0:
                     self.save()
                 if ended_by_caller:
@@ -492,7 +493,7 @@ class Trainer:
             path = self.save()
             if writer:
                 if evaluated_at != self.step:
-                    final = self._log_evaluation(writer)
+                    final = self._log_evaluation(writer, images=True)
                 log_hparams(writer, config, final)
                 writer.close()
             if stop.requested:
@@ -526,13 +527,14 @@ class Trainer:
         """The model that evaluations report and heatmaps show."""
         return self.model
 
-    def _log_evaluation(self, writer: SummaryWriter) -> list[dict]:
+    def _log_evaluation(self, writer: SummaryWriter, images: bool) -> list[dict]:
         records = self.evaluate(self.eval_lengths())
         for record in records:
             writer.add_scalar(f"eval/cell_error_length_{record['length']}", record["cell_error"], self.step)
-        model = self.reported_model()
-        model.eval()
-        log_memory_heatmaps(writer, model, self.task, self.config, self.step, self.device)
-        model.train()
+        if images:
+            model = self.reported_model()
+            model.eval()
+            log_memory_heatmaps(writer, model, self.task, self.config, self.step, self.device)
+            model.train()
         writer.flush()
         return records
