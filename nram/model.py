@@ -292,6 +292,9 @@ class NRAM(nn.Module):
         parameters' ``.grad``, and returns those losses ``[B]`` and the output memory ``[B, M, M]``,
         without gradients. Only where :meth:`trains_natively`.
         """
+        if not self.trains_natively():
+            raise ValueError("the one-call training rollout runs a plain MLP controller on the CPU, with the C code "
+                             "built and NRAM_NATIVE=1; train this model through forward() and backward()")
         self.check_memory(memory0, steps, integer=True, values=False)
         controller = self.controller
         layers = [(layer.weight, layer.bias) for layer in controller.hidden_layers]

@@ -199,7 +199,7 @@ def library(real: str) -> ctypes.CDLL | None:
     lib.nram_infer_mlp.restype = ctypes.c_int
     scalar = ctypes.c_float if real == "float" else ctypes.c_double
     lib.nram_train_mlp.argtypes = circuit[:7] + [ctypes.c_void_p, ctypes.c_long, ctypes.c_long] + \
-        [ctypes.c_void_p] * 5 + [scalar, scalar, ctypes.c_long, ctypes.c_long] + [ctypes.c_void_p] * 5
+        [ctypes.c_void_p] * 5 + [scalar, scalar] + [ctypes.c_void_p] * 5
     lib.nram_train_mlp.restype = ctypes.c_int
     return lib
 

@@ -558,19 +558,19 @@ int nram_infer_step(long M, long B, long R, long Q, long S, const int *gate, con
     return 0;
 }
 
-/* out[j] = bias[j] + sum_k weight[j, k] in[k] for j < rows, k < columns, on the first n lanes
-   of rows of TILE; with relu, max(0, .). The lanes stay in vector registers across k. */
-static void dense_tile(long rows, long columns, int n, const REAL *weight, const REAL *bias, const REAL *in,
-                       REAL *out, int relu) {
+/* out[j] = bias[j] + sum_k weight[j, k] in[k] for j < rows, k < columns, on all TILE lanes of
+   rows of TILE; with relu, max(0, .). The lanes stay in vector registers across k. */
+static void dense_tile(long rows, long columns, const REAL *weight, const REAL *bias, const REAL *in, REAL *out,
+                       int relu) {
     for (long j = 0; j < rows; ++j) {
         REAL sum[TILE];
-        for (int b = 0; b < n; ++b) sum[b] = bias[j];
+        for (int b = 0; b < TILE; ++b) sum[b] = bias[j];
         for (long k = 0; k < columns; ++k) {
             REAL w = weight[j * columns + k];
             const REAL *x = in + k * TILE;
-            for (int b = 0; b < n; ++b) sum[b] += w * x[b];
+            for (int b = 0; b < TILE; ++b) sum[b] += w * x[b];
         }
-        for (int b = 0; b < n; ++b) out[j * TILE + b] = relu && sum[b] < 0 ? 0 : sum[b];
+        for (int b = 0; b < TILE; ++b) out[j * TILE + b] = relu && sum[b] < 0 ? 0 : sum[b];
     }
 }
 
@@ -616,7 +616,7 @@ int nram_infer_mlp(long M, long B, long R, long Q, long S, const int *gate, cons
                 for (long r = 0; r < R; ++r) lanes_copy(TILE, hidden + r * TILE, registers + r * M * TILE);
                 for (long i = 0; i <= layers; ++i) {
                     REAL *out = i == layers ? t.logits : next;
-                    dense_tile(sizes[i + 1], sizes[i], TILE, weight[i], bias[i], hidden, out, i < layers);
+                    dense_tile(sizes[i + 1], sizes[i], weight[i], bias[i], hidden, out, i < layers);
                     if (i < layers) { REAL *swap = hidden; hidden = next; next = swap; }
                 }
             }
@@ -666,8 +666,8 @@ static void dense_row_backward(long rows, long columns, const REAL *weight, cons
 }
 
 /* A whole training rollout of T steps with a feed-forward controller (laid out as for
-   nram_infer_mlp), forward and backward, for tiles [first, end) of the integer cells [B, M].
-   For each example b, as nram.model.example_losses defines it:
+   nram_infer_mlp), forward and backward, for the integer cells [B, M], in tiles of W = min(B,
+   TILE) examples. For each example b, as nram.model.example_losses defines it:
        loss[b] = sum_t p_t sum_{i : mask[b, i]} -log max(memory_t[i, target[b, i]], eps),
    with p_t the stop distribution (nram.model.stop_distribution); output [M, M, B] receives
    sum_t p_t memory_t (value-major). The gradient of scale * sum_b loss[b] with respect to
@@ -676,25 +676,28 @@ static void dense_row_backward(long rows, long columns, const REAL *weight, cons
    backward, which runs the machine step's backward (backward_tile), the softmax's and the
    controller's. The machine runs lane-major, as everywhere in this file; the controller runs
    example by example along its rows, since a training rollout holds only a few examples.
-   Returns 0, -1 if scratch memory could not be allocated, or -2 if a cell or a target holds
-   a value outside 0..M-1. */
+   Returns 0, -1 if scratch memory could not be allocated, or -2 (before any work) if a cell
+   or a target holds a value outside 0..M-1. */
 int nram_train_mlp(long M, long B, long R, long Q, long S, const int *gate, const int *first_slot,
                    const int *width, long T, long layers, const long *sizes, const REAL *const *weight,
                    const REAL *const *bias, REAL *const *grad_weight, REAL *const *grad_bias, REAL scale,
-                   REAL eps, long first, long end, const long *cells, const long *target, const unsigned char *mask,
-                   REAL *loss, REAL *output) {
-    Circuit c = {M, R, Q, S, R + Q, TILE, gate, first_slot};  /* rows of one tile */
+                   REAL eps, const long *cells, const long *target, const unsigned char *mask, REAL *loss,
+                   REAL *output) {
+    for (long i = 0; i < B * M; ++i)
+        if (cells[i] < 0 || cells[i] >= M || target[i] < 0 || target[i] >= M) return -2;
+    long W = B < TILE ? B : TILE;  /* the lanes of a tile: the distance between two rows */
+    Circuit c = {M, R, Q, S, R + Q, W, gate, first_slot};
     long K = R + Q, L = sizes[layers + 1], A = 0, widest = 0, choices = 0, transposed = 0;
     for (long i = 0; i <= layers; ++i) A += sizes[i], transposed += sizes[i] * sizes[i + 1];
     for (long i = 0; i <= layers + 1; ++i) widest = sizes[i] > widest ? sizes[i] : widest;
     for (long s = 0; s < S; ++s) choices += width[s];
     int writes = 0;
     for (long i = 0; i < Q; ++i) writes |= gate[i] == WRITE;
-    /* per tile and lane: every step's memory, weights, slot inputs, sources, activations (A),
-       logits and p, f, nll; the first memory and registers; the backward's gradients */
-    long per_step = M * M + K * S + S * M + K * M + A + L + 3;
-    long lanes = (T + 1) * per_step + R * M + 2 * M * M + R * M + K * M + S * M + K * S + L + 2 * widest;
-    size_t needed = (size_t)TILE * lanes + transposed;
+    /* REALs per lane, as carved below: the memories, every step's weights, slot inputs, sources,
+       activations, logits and p, f, nll, grad_stop; registers0; the backward's gradients, d and d_in */
+    long lanes = (T + 1) * M * M + T * (K * S + S * M + K * M + A + L + 4) + R * M
+                 + 2 * M * M + R * M + K * M + S * M + K * S + L + 2 * widest;
+    size_t needed = (size_t)W * lanes + transposed;
     static _Thread_local REAL *block = NULL;  /* kept between calls, grown when a rollout needs more */
     static _Thread_local size_t capacity = 0;
     if (needed > capacity) {
@@ -703,117 +706,108 @@ int nram_train_mlp(long M, long B, long R, long Q, long S, const int *gate, cons
         capacity = block == NULL ? 0 : needed;
         if (block == NULL) return -1;
     }
-    REAL *memories = block;                            /* [T + 1][M, M, TILE] */
-    REAL *weights = memories + (T + 1) * M * M * TILE; /* [T][K, S, TILE] */
-    REAL *mixed = weights + T * K * S * TILE;          /* [T][S, M, TILE] */
-    REAL *sources = mixed + T * S * M * TILE;          /* [T][K, M, TILE] */
-    REAL *acts = sources + T * K * M * TILE;           /* [T][TILE, A]: flags, hidden layers; example-major */
-    REAL *logits = acts + T * A * TILE;                /* [T][L, TILE] */
-    REAL *p = logits + T * L * TILE, *f = p + T * TILE, *nll = f + T * TILE;  /* [T][TILE] each */
-    REAL *registers0 = nll + T * TILE;                 /* [R, M, TILE] */
-    REAL *grad_next = registers0 + R * M * TILE, *grad_memory = grad_next + M * M * TILE;
-    REAL *grad_registers = grad_memory + M * M * TILE, *grad_sources = grad_registers + R * M * TILE;
-    REAL *grad_slots = grad_sources + K * M * TILE, *grad_weights = grad_slots + S * M * TILE;
-    REAL *grad_logits = grad_weights + K * S * TILE;   /* [L, TILE] */
-    REAL *d = grad_logits + L * TILE, *d_in = d + widest * TILE;  /* one example's [widest] each */
-    REAL *grad_stop = d_in + widest * TILE;            /* [T][TILE] */
+    REAL *memories = block;                            /* [T + 1][M, M, W] */
+    REAL *weights = memories + (T + 1) * M * M * W;    /* [T][K, S, W] */
+    REAL *mixed = weights + T * K * S * W;             /* [T][S, M, W] */
+    REAL *sources = mixed + T * S * M * W;             /* [T][K, M, W] */
+    REAL *acts = sources + T * K * M * W;              /* [T][W, A]: flags, hidden layers; example-major */
+    REAL *logits = acts + T * A * W;                   /* [T][L, W] */
+    REAL *p = logits + T * L * W, *f = p + T * W, *nll = f + T * W, *grad_stop = nll + T * W;  /* [T][W] */
+    REAL *registers0 = grad_stop + T * W;              /* [R, M, W] */
+    REAL *grad_next = registers0 + R * M * W, *grad_memory = grad_next + M * M * W;
+    REAL *grad_registers = grad_memory + M * M * W, *grad_sources = grad_registers + R * M * W;
+    REAL *grad_slots = grad_sources + K * M * W, *grad_weights = grad_slots + S * M * W;
+    REAL *grad_logits = grad_weights + K * S * W;      /* [L, W] */
+    REAL *d = grad_logits + L * W, *d_in = d + widest * W;  /* one example's [widest] each */
     REAL *weight_t[layers + 1];                        /* each weight transposed, [columns, rows] */
-    weight_t[0] = grad_stop + T * TILE;
+    weight_t[0] = d_in + widest * W;
     for (long i = 0; i <= layers; ++i) {
         if (i > 0) weight_t[i] = weight_t[i - 1] + sizes[i - 1] * sizes[i];
         for (long j = 0; j < sizes[i + 1]; ++j)
             for (long k = 0; k < sizes[i]; ++k) weight_t[i][k * sizes[i + 1] + j] = weight[i][j * sizes[i] + k];
     }
-    int status = 0;
-    for (long tile = first; tile < end && status == 0; ++tile) {
-        long b0 = tile * TILE;
-        int n = B - b0 < TILE ? (int)(B - b0) : TILE;
-        memset(memories, 0, sizeof(REAL) * M * M * TILE);
+    for (long b0 = 0; b0 < B; b0 += W) {
+        int n = B - b0 < W ? (int)(B - b0) : (int)W;
+        memset(memories, 0, sizeof(REAL) * M * M * W);
         for (int b = 0; b < n; ++b)
-            for (long k = 0; k < M; ++k) {
-                long value = cells[(b0 + b) * M + k], wanted = target[(b0 + b) * M + k];
-                if (value < 0 || value >= M || wanted < 0 || wanted >= M) status = -2;
-                else memories[(k * M + value) * TILE + b] = 1;
-            }
-        if (status) break;
-        memset(registers0, 0, sizeof(REAL) * R * M * TILE);
-        for (long r = 0; r < R; ++r) for (int b = 0; b < TILE; ++b) registers0[r * M * TILE + b] = 1;
+            for (long k = 0; k < M; ++k) memories[(k * M + cells[(b0 + b) * M + k]) * W + b] = 1;
+        memset(registers0, 0, sizeof(REAL) * R * M * W);
+        for (long r = 0; r < R; ++r) for (int b = 0; b < n; ++b) registers0[r * M * W + b] = 1;
 
         for (long t = 0; t < T; ++t) {  /* forward */
-            REAL *memory = memories + t * M * M * TILE, *next = memory + M * M * TILE;
-            const REAL *registers = t == 0 ? registers0 : mixed + ((t - 1) * S + S - R) * M * TILE;
-            REAL *step_logits = logits + t * L * TILE;
+            REAL *memory = memories + t * M * M * W, *next = memory + M * M * W;
+            const REAL *registers = t == 0 ? registers0 : mixed + ((t - 1) * S + S - R) * M * W;
+            REAL *step_logits = logits + t * L * W;
             for (int b = 0; b < n; ++b) {
-                REAL *act = acts + (t * TILE + b) * A;
-                for (long r = 0; r < R; ++r) act[r] = registers[r * M * TILE + b];
+                REAL *act = acts + (t * W + b) * A;
+                for (long r = 0; r < R; ++r) act[r] = registers[r * M * W + b];
                 REAL *in = act;
                 for (long i = 0; i <= layers; ++i) {
                     REAL *out = i == layers ? d : in + sizes[i];
                     dense_row(sizes[i + 1], sizes[i], weight_t[i], bias[i], in, out, i < layers);
                     in = out;
                 }
-                for (long j = 0; j < L; ++j) step_logits[j * TILE + b] = d[j];
+                for (long j = 0; j < L; ++j) step_logits[j * W + b] = d[j];
             }
-            REAL *step_weights = weights + t * K * S * TILE;
-            softmax_tile(S, K, TILE, width, n, 0, step_logits, step_weights);
-            forward_tile(&c, n, 0, memory, registers, step_weights, next, mixed + t * S * M * TILE,
-                         sources + t * K * M * TILE);
-            if (!writes) for (long row = 0; row < M * M; ++row) lanes_copy(n, next + row * TILE, memory + row * TILE);
+            REAL *step_weights = weights + t * K * S * W;
+            softmax_tile(S, K, W, width, n, 0, step_logits, step_weights);
+            forward_tile(&c, n, 0, memory, registers, step_weights, next, mixed + t * S * M * W, sources + t * K * M * W);
+            if (!writes) for (long row = 0; row < M * M; ++row) lanes_copy(n, next + row * W, memory + row * W);
         }
 
         for (int b = 0; b < n; ++b) {  /* stop distribution, losses, output */
             REAL survived = 0, total = 0;
             for (long t = 0; t < T; ++t) {
-                REAL s = logits[(t * L + L - 1) * TILE + b];
-                p[t * TILE + b] = exp(t < T - 1 ? survived + log_sigmoid(s) : survived);
-                f[t * TILE + b] = 1 / (1 + exp(-s));
+                REAL s = logits[(t * L + L - 1) * W + b];
+                p[t * W + b] = exp(t < T - 1 ? survived + log_sigmoid(s) : survived);
+                f[t * W + b] = 1 / (1 + exp(-s));
                 survived += log_sigmoid(-s);
-                const REAL *memory = memories + (t + 1) * M * M * TILE;
+                const REAL *memory = memories + (t + 1) * M * M * W;
                 REAL cost = 0;
                 for (long k = 0; k < M; ++k) {
                     if (!mask[(b0 + b) * M + k]) continue;
-                    REAL likelihood = memory[(k * M + target[(b0 + b) * M + k]) * TILE + b];
-                    cost -= log(likelihood > eps ? likelihood : eps);
+                    REAL likelihood = memory[(k * M + target[(b0 + b) * M + k]) * W + b];
+                    cost -= log(likelihood < eps ? eps : likelihood);  /* a NaN stays NaN, as in torch */
                 }
-                nll[t * TILE + b] = cost;
-                total += p[t * TILE + b] * cost;
+                nll[t * W + b] = cost;
+                total += p[t * W + b] * cost;
             }
             loss[b0 + b] = total;
             REAL later = 0;  /* sum over t > j of (d loss / d p_t) p_t */
             for (long j = T - 1; j >= 0; --j) {
-                REAL g = scale * nll[j * TILE + b] * p[j * TILE + b];
-                grad_stop[j * TILE + b] = j < T - 1 ? g * (1 - f[j * TILE + b]) - f[j * TILE + b] * later : 0;
+                REAL g = scale * nll[j * W + b] * p[j * W + b];
+                grad_stop[j * W + b] = j < T - 1 ? g * (1 - f[j * W + b]) - f[j * W + b] * later : 0;
                 later += g;
             }
         }
         for (long row = 0; row < M * M; ++row) {
             REAL *y = output + row * B + b0;
             lanes_zero(n, y);
-            for (long t = 0; t < T; ++t) lanes_fma(n, y, p + t * TILE, memories + (t + 1) * M * M * TILE + row * TILE);
+            for (long t = 0; t < T; ++t) lanes_fma(n, y, p + t * W, memories + (t + 1) * M * M * W + row * W);
         }
 
-        memset(grad_next, 0, sizeof(REAL) * M * M * TILE);  /* backward */
-        memset(grad_registers, 0, sizeof(REAL) * R * M * TILE);
+        memset(grad_next, 0, sizeof(REAL) * M * M * W);  /* backward */
+        memset(grad_registers, 0, sizeof(REAL) * R * M * W);
         for (long t = T - 1; t >= 0; --t) {
-            const REAL *next = memories + (t + 1) * M * M * TILE;
+            const REAL *next = memories + (t + 1) * M * M * W;
             for (int b = 0; b < n; ++b)
                 for (long k = 0; k < M; ++k) {
                     if (!mask[(b0 + b) * M + k]) continue;
                     long row = k * M + target[(b0 + b) * M + k];
-                    REAL likelihood = next[row * TILE + b];
-                    if (likelihood >= eps) grad_next[row * TILE + b] -= scale * p[t * TILE + b] / likelihood;
+                    REAL likelihood = next[row * W + b];
+                    if (likelihood >= eps) grad_next[row * W + b] -= scale * p[t * W + b] / likelihood;
                 }
-            const REAL *step_weights = weights + t * K * S * TILE;
-            backward_tile(&c, n, 0, memories + t * M * M * TILE, step_weights, mixed + t * S * M * TILE,
-                          sources + t * K * M * TILE, grad_next, grad_registers, grad_memory, grad_sources,
+            const REAL *step_weights = weights + t * K * S * W;
+            backward_tile(&c, n, 0, memories + t * M * M * W, step_weights, mixed + t * S * M * W,
+                          sources + t * K * M * W, grad_next, grad_registers, grad_memory, grad_sources,
                           grad_slots, grad_weights);
-            nram_choice_softmax_backward(S, K, TILE, width, 0, n, step_weights, grad_weights, grad_logits);
-            for (long j = choices; j < L; ++j) lanes_zero(n, grad_logits + j * TILE);
-            lanes_copy(n, grad_logits + (L - 1) * TILE, grad_stop + t * TILE);
-            for (long r = 0; r < R * M; ++r) lanes_copy(n, grad_registers + r * TILE, grad_sources + r * TILE);
+            nram_choice_softmax_backward(S, K, W, width, 0, n, step_weights, grad_weights, grad_logits);
+            for (long j = choices; j < L; ++j) lanes_zero(n, grad_logits + j * W);
+            lanes_copy(n, grad_logits + (L - 1) * W, grad_stop + t * W);
+            for (long r = 0; r < R * M; ++r) lanes_copy(n, grad_registers + r * W, grad_sources + r * W);
             for (int b = 0; b < n; ++b) {
-                const REAL *act = acts + (t * TILE + b) * A;
-                for (long j = 0; j < L; ++j) d[j] = grad_logits[j * TILE + b];
+                const REAL *act = acts + (t * W + b) * A;
+                for (long j = 0; j < L; ++j) d[j] = grad_logits[j * W + b];
                 REAL *dout = d, *into = d_in;
                 long offset = A;
                 for (long i = layers; i >= 0; --i) {
@@ -823,10 +817,10 @@ int nram_train_mlp(long M, long B, long R, long Q, long S, const int *gate, cons
                     REAL *swap = dout; dout = into; into = swap;
                 }
                 if (t > 0)  /* the controller read P(r = 0): value 0 of every register */
-                    for (long r = 0; r < R; ++r) grad_registers[r * M * TILE + b] += dout[r];
+                    for (long r = 0; r < R; ++r) grad_registers[r * M * W + b] += dout[r];
             }
             REAL *swap = grad_next; grad_next = grad_memory; grad_memory = swap;
         }
     }
-    return status;
+    return 0;
 }

@@ -33,6 +33,9 @@ def train_mlp(cells: Tensor, target: Tensor, mask: Tensor, steps: int, layout: C
     """
     dtype = layers[0][0].dtype
     lib = library(C_TYPES[dtype])
+    if cells.dim() != 2 or target.shape != cells.shape or mask.shape != cells.shape:
+        raise ValueError(f"cells, target and mask must all be [B, M], got {list(cells.shape)}, {list(target.shape)} "
+                         f"and {list(mask.shape)}")
     cells, target = cells.to(torch.long).contiguous(), target.to(torch.long).contiguous()
     mask = mask.to(torch.uint8).contiguous()
     batch_size, memory_size = cells.shape
@@ -56,9 +59,8 @@ def train_mlp(cells: Tensor, target: Tensor, mask: Tensor, steps: int, layout: C
         widths, steps, len(layers) - 1, (ctypes.c_long * len(sizes))(*sizes),
         pointers([w.detach() for w, _ in layers]), pointers([b.detach() for _, b in layers]),
         pointers([w.grad for w, _ in layers]), pointers([b.grad for _, b in layers]), scale, eps,
-        0, -(-batch_size // lib.nram_tile()), cells.data_ptr(), target.data_ptr(), mask.data_ptr(),
-        losses.data_ptr(), output.data_ptr())
-    if status == -2:
+        cells.data_ptr(), target.data_ptr(), mask.data_ptr(), losses.data_ptr(), output.data_ptr())
+    if status == -2:  # found before any gradient was added
         raise ValueError(f"a memory cell or target holds a value outside 0..{memory_size - 1}")
     if status != 0:
         raise MemoryError("nram_train_mlp could not allocate its scratch memory")

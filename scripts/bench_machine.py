@@ -19,11 +19,11 @@ pipes x clock, as :func:`nram.flops.cpu_peak` reads them; None off the CPU or wh
 ``--population P`` every training setting runs for one model and for P members (one
 :class:`nram.population.PopulationNRAM` stepped by :class:`training.optim.members.MemberAdam`,
 as ``nram train --population`` does), alternating, and the summary gives their ratio.
-Backends on the CPU (see nram/native.py): "fused" as shipped (a plain MLP's whole training
+Backends on the CPU (see nram/native.py): "fused" as shipped (one model's whole training
 rollout, forward and backward, in one C call: ``NRAM.train_rollout_natively``, as ``nram train``
-runs a rollout without entropy bonus or choice noise; C inference), "native" (the C step once
-per timestep under autograd, the training path before the one-call rollout; C inference) and
-"pytorch" (NRAM_NATIVE=0). With several backends and ``--rounds N`` the backends alternate N
+runs a plain MLP without entropy bonus or choice noise; a population, which has no such call,
+and inference as in "native"), "native" (the C step once per timestep under autograd, the
+training path before the one-call rollout; the C inference) and "pytorch" (NRAM_NATIVE=0). With several backends and ``--rounds N`` the backends alternate N
 times per setting, and the summary gives the median of the rounds and their ratios.
 """
 
@@ -122,7 +122,8 @@ def measure(mode: str, memory_size: int, steps: int, batch: int, device: str, th
     if mode == "train" and population > 1:
         fn = make_population_step(model, memory, steps)
     elif mode == "train":
-        fn = make_train_step(model, memory, steps, compile_model, fused=backend == "fused" and device == "cpu")
+        fused = backend == "fused" and model.trains_natively() and not compile_model
+        fn = make_train_step(model, memory, steps, compile_model, fused=fused)
     else:
         model.eval()  # as `nram eval` runs it
         forward = torch.compile(model.output_memory) if compile_model else model.output_memory
@@ -272,8 +273,8 @@ def main() -> None:
                                            population=population, peak=peak))
             if args.compile:
                 for mode, batch in (("train", 32), ("infer", 4096)):
-                    record(measure(mode, 10, 3, batch, device, threads, compile_model=True, backend=backends[0],
-                                   peak=peak))
+                    record(measure(mode, 10, 3, batch, device, threads, compile_model=True,
+                                   backend="pytorch" if backends[0] == "pytorch" else "native", peak=peak))
     print()
     records = median_rounds(records)
     write_json(records)

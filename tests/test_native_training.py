@@ -42,12 +42,26 @@ def test_one_call_gives_the_pytorch_losses_output_and_gradients(monkeypatch, gat
         torch.testing.assert_close(p.grad - earlier[name], expected[name], rtol=0, atol=1e-10, msg=name)
 
 
-def test_a_target_out_of_range_is_refused():
+def test_a_value_out_of_range_is_refused_before_any_gradient_is_added():
+    """The bad target is in the second tile of 64 examples: the first tile adds nothing either."""
     model = NRAM(MachineConfig(num_registers=2, hidden_size=8))
-    memory = torch.zeros(2, 5, dtype=torch.long)
+    memory = torch.zeros(70, 5, dtype=torch.long)
+    target = memory.clone()
+    target[69, 0] = 5
     with pytest.raises(ValueError, match="outside 0..4"):
-        model.train_rollout_natively(memory, torch.full((2, 5), 5), torch.ones(2, 5, dtype=torch.bool), 2,
-                                     scale=1.0, eps=1e-6)
+        model.train_rollout_natively(memory, target, torch.ones(70, 5, dtype=torch.bool), 2, scale=1.0, eps=1e-6)
+    assert all(not p.grad.any() for p in model.parameters())
+
+
+def test_shapes_that_do_not_match_and_controllers_it_cannot_run_are_refused():
+    model = NRAM(MachineConfig(num_registers=2, hidden_size=8))
+    memory = torch.zeros(3, 5, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"must all be \[B, M\]"):
+        model.train_rollout_natively(memory, memory[:, :4], torch.ones(3, 5, dtype=torch.bool), 2, scale=1.0,
+                                     eps=1e-6)
+    lstm = NRAM(MachineConfig(num_registers=2, hidden_size=8, controller="lstm"))
+    with pytest.raises(ValueError, match="plain MLP controller"):
+        lstm.train_rollout_natively(memory, memory, torch.ones(3, 5, dtype=torch.bool), 2, scale=1.0, eps=1e-6)
 
 
 SMALL = dict(task="access", min_length=2, max_length=4, timesteps=3, timesteps_per_length=0.0, num_registers=2,
@@ -55,10 +69,11 @@ SMALL = dict(task="access", min_length=2, max_length=4, timesteps=3, timesteps_p
              checkpoint_every=100, steps=5)
 
 
-@pytest.mark.parametrize("settings, native_rollouts", [({}, True), ({"controller": "lstm"}, False),
-                                                      ({"gumbel_temperature": 1.0}, False)])
+@pytest.mark.parametrize("settings, native_rollouts", [
+    ({}, True), ({"controller": "lstm"}, False), ({"controller": "gated"}, False), ({"controller": "table"}, False),
+    ({"dropout": "batchwise", "hidden_size": 32}, False), ({"gumbel_temperature": 1.0}, False)])
 def test_the_trainer_takes_the_one_call_path_where_it_applies(tmp_path, settings, native_rollouts):
-    trainer = Trainer(TrainConfig(**SMALL, **settings), tmp_path, progress=False)
+    trainer = Trainer(TrainConfig(**{**SMALL, **settings}), tmp_path, progress=False)
     assert trainer.native_rollouts == native_rollouts
 
 
