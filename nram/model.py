@@ -296,10 +296,14 @@ class NRAM(nn.Module):
             raise ValueError("the one-call training rollout runs a plain MLP controller on the CPU, with the C code "
                              "built and NRAM_NATIVE=1; train this model through forward() and backward()")
         self.check_memory(memory0, steps, integer=True, values=False)
-        controller = self.controller
-        layers = [(layer.weight, layer.bias) for layer in controller.hidden_layers]
-        layers.append((controller.readout.weight, controller.readout.bias))
-        return native_training.train_mlp(memory0, target, mask, steps, self.layout, layers, scale=scale, eps=eps)
+        layers = [*self.controller.hidden_layers, self.controller.readout]
+        for parameter in (p for layer in layers for p in (layer.weight, layer.bias)):
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+        return native_training.train_mlp(memory0, target, mask, steps, self.layout,
+                                         [(layer.weight, layer.bias) for layer in layers],
+                                         [(layer.weight.grad, layer.bias.grad) for layer in layers],
+                                         scale=scale, eps=eps)
 
     def output_memory(self, memory0: Tensor, steps: int) -> Tensor:
         """``sum_t p_t memories[t]`` ``[B, M, M]`` without keeping every step's memory.

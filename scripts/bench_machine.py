@@ -21,8 +21,9 @@ pipes x clock, as :func:`nram.flops.cpu_peak` reads them; None off the CPU or wh
 as ``nram train --population`` does), alternating, and the summary gives their ratio.
 Backends on the CPU (see nram/native.py): "fused" as shipped (one model's whole training
 rollout, forward and backward, in one C call: ``NRAM.train_rollout_natively``, as ``nram train``
-runs a plain MLP without entropy bonus or choice noise; a population, which has no such call,
-and inference as in "native"), "native" (the C step once per timestep under autograd, the
+runs a plain MLP without entropy bonus or choice noise; a population, whose batched PyTorch
+step is faster at these sizes than one such call per member, and inference as in "native"),
+"native" (the C step once per timestep under autograd, the
 training path before the one-call rollout; the C inference) and "pytorch" (NRAM_NATIVE=0). With several backends and ``--rounds N`` the backends alternate N
 times per setting, and the summary gives the median of the rounds and their ratios.
 """
@@ -123,7 +124,7 @@ def measure(mode: str, memory_size: int, steps: int, batch: int, device: str, th
         fn = make_population_step(model, memory, steps)
     elif mode == "train":
         fused = backend == "fused" and model.trains_natively() and not compile_model
-        fn = make_train_step(model, memory, steps, compile_model, fused=fused)
+        fn = make_train_step(model, memory, steps, compile_model, fused)
     else:
         model.eval()  # as `nram eval` runs it
         forward = torch.compile(model.output_memory) if compile_model else model.output_memory
