@@ -85,6 +85,16 @@ def test_cli_without_a_c_compiler_warns_in_one_line_and_still_evaluates(tmp_path
     assert "cell error" in result.stdout
 
 
+def test_a_run_ending_on_an_evaluation_step_draws_its_memory_there(tmp_path):
+    """Access stops when solved at a check, which is also an evaluation step: its last evaluation
+    must carry the heatmaps, however far it is from a multiple of image_every."""
+    out = tmp_path / "run"
+    Trainer(TrainConfig(**{**SMALL, "eval_every": 3}, image_every=100, steps=6), out, progress=False).train()
+    events = EventAccumulator(str(out), size_guidance={"images": 0})
+    events.Reload()
+    assert [e.step for e in events.Images("memory/length_4")] == [6]
+
+
 def test_tensorboard_events_hold_scalars_images_and_hparams(tmp_path):
     out = tmp_path / "run"
     Trainer(TrainConfig(**{**SMALL, "eval_every": 3}, image_every=6, steps=13), out, progress=False).train()

@@ -460,7 +460,7 @@ class Trainer:
         with StopRequest() as stop:
             if self.check_due():  # an earlier, shorter budget ended on a check that could not restart
                 self.check_attempt()
-            while self.step < config.steps and not (config.stop_when_solved and self.counters["solved"]):
+            while self.continues():
                 if self._stop_requested(stop):
                     bar.close()
                     if writer:
@@ -480,7 +480,8 @@ class Trainer:
                     error = self.check_attempt()
                     ended_by_caller = on_check is not None and on_check(self.step, error)
                 if writer and self.step % config.eval_every == 0:
-                    images = self.step % config.image_every < config.eval_every
+                    last = ended_by_caller or not self.continues()  # the final evaluation shows the memory too
+                    images = last or self.step % config.image_every < config.eval_every
                     final, evaluated_at = self._log_evaluation(writer, images), self.step
                 if self.step % config.checkpoint_every == 0:
                     self.save()
@@ -500,6 +501,10 @@ class Trainer:
                 raise Interrupted(stop.signum, f"{signal.Signals(stop.signum).name} at the end of the run: "
                                                f"checkpoint saved to {path} (step {self.step})")
         return final
+
+    def continues(self) -> bool:
+        """Whether the run trains on: steps are left, and it has not stopped on being solved."""
+        return self.step < self.config.steps and not (self.config.stop_when_solved and self.counters["solved"])
 
     def _stop_requested(self, stop: StopRequest) -> bool:
         """Whether any worker caught a stop signal (all workers agree, so all save together)."""
