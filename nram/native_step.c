@@ -751,7 +751,8 @@ int nram_train_mlp(long M, long B, long R, long Q, long S, const int *gate, cons
             }
             REAL *step_weights = weights + t * K * S * W;
             softmax_tile(S, K, W, width, n, 0, step_logits, step_weights);
-            forward_tile(&c, n, 0, memory, registers, step_weights, next, mixed + t * S * M * W, sources + t * K * M * W);
+            forward_tile(&c, n, 0, memory, registers, step_weights, next, mixed + t * S * M * W,
+                         sources + t * K * M * W);
             if (!writes) for (long row = 0; row < M * M; ++row) lanes_copy(n, next + row * W, memory + row * W);
         }
 

@@ -23,9 +23,10 @@ Backends on the CPU (see nram/native.py): "fused" as shipped (one model's whole 
 rollout, forward and backward, in one C call: ``NRAM.train_rollout_natively``, as ``nram train``
 runs a plain MLP without entropy bonus or choice noise; a population, whose batched PyTorch
 step is faster at these sizes than one such call per member, and inference as in "native"),
-"native" (the C step once per timestep under autograd, the
-training path before the one-call rollout; the C inference) and "pytorch" (NRAM_NATIVE=0). With several backends and ``--rounds N`` the backends alternate N
-times per setting, and the summary gives the median of the rounds and their ratios.
+"native" (the C step once per timestep under autograd, the training path before the one-call
+rollout; the C inference) and "pytorch" (NRAM_NATIVE=0). With several backends and
+``--rounds N`` the backends alternate N times per setting, and the summary gives the median of
+the rounds and their ratios.
 """
 
 from __future__ import annotations
