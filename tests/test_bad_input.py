@@ -2,12 +2,15 @@
 wrong answer. Each case below once crashed, ran on, or said something untrue."""
 
 import errno
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from training.checkpoint import CheckpointError, locked_run_directory, save_checkpoint
 from training.cli import main
+from training.config import AT_LEAST_ONE_SETTINGS, NON_NEGATIVE_SETTINGS, TrainConfig
 
 
 def write(path, text):
@@ -83,6 +86,28 @@ def test_bad_config_values_are_refused_before_any_work(capsys, tmp_path, setting
     assert main(["train", "--config", config, "--out", str(out)]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name, bound", [*((name, 0) for name in NON_NEGATIVE_SETTINGS),
+                                         *((name, 1) for name in AT_LEAST_ONE_SETTINGS)])
+def test_a_setting_below_its_bound_is_named_alone(name, bound):
+    """Each out-of-range count names itself, not a list of every setting with that bound."""
+    config = TrainConfig(task="copy", **{name: bound - 1})
+    with pytest.raises(ValueError) as error:
+        config.validate()
+    assert str(error.value) == f"{name} must be >= {bound}, got {bound - 1}"
+
+
+def test_validating_a_config_leaves_the_random_state_and_imports_no_compiler():
+    """Validation builds the model once: it must not draw from the global generator (seeded runs
+    would shift) nor import torch._dynamo (1.7 s that `nram eval` would pay)."""
+    script = ("import sys, torch; from training.config import TrainConfig\n"
+              "torch.manual_seed(0); expected = torch.rand(3); torch.manual_seed(0)\n"
+              "TrainConfig(task='listk', controller='lstm').validate()\n"
+              "assert torch.equal(torch.rand(3), expected)\n"
+              "print('torch._dynamo' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
 
 
 def test_a_config_path_that_is_a_folder_is_refused(capsys, tmp_path):
