@@ -260,13 +260,17 @@ class Trainer:
         ``batch_by_length``, one per distinct length n, at M(n) and T(n).
         """
         config = self.config
-        groups = [lengths[lengths == n] for n in torch.unique(lengths)] if config.batch_by_length else [lengths]
-        batches = []
-        for group in groups:
-            longest = int(group.max())
-            batch = self.task.sample_mixed(group, config.memory_size_for(longest), self.data_generator,
+        if not config.batch_by_length:
+            longest = int(lengths.max())
+            batch = self.task.sample_mixed(lengths, config.memory_size_for(longest), self.data_generator,
                                            device=self.device)
-            batches.append((group, batch, self.timesteps_for(longest)))
+            return [(lengths, batch, self.timesteps_for(longest))]
+        batches = []
+        for n in torch.unique(lengths).tolist():
+            group = lengths[lengths == n]
+            batch = self.task.sample(group.numel(), n, config.memory_size_for(n), self.data_generator,
+                                     device=self.device)  # draws what sample_mixed would from one length
+            batches.append((group, batch, self.timesteps_for(n)))
         return batches
 
     def train_step(self) -> dict[str, float]:
