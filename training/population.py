@@ -227,7 +227,7 @@ class PopulationTrainer(Trainer):
         real = torch.zeros(size, width, dtype=torch.bool)
         for index, (member, count) in enumerate(zip(self.members, counts)):
             if count:
-                part = self.task.sample_mixed(lengths[index][lengths[index] == n], memory_size, member.data_generator)
+                part = self.task.sample(count, n, memory_size, member.data_generator)  # = sample_mixed of `count` n's
                 memory[index, :count], target[index, :count], mask[index, :count] = part
                 real[index, :count] = True
         batch = type(part)(*(x.view(size * width, memory_size).to(self.device) for x in (memory, target, mask)))
