@@ -2,10 +2,10 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -306,9 +306,14 @@ def test_nram_train_stopped_by_a_signal_from_outside_resumes_bit_for_bit(tmp_pat
     stopped = subprocess.Popen([*train, "--out", str(tmp_path / "split")], env=environment, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     assert stopped.stdout.readline().startswith("training ")  # set up and training
-    time.sleep(1.5)
+    progress = ""  # signal once the bar shows a step taken: a fixed wait can outlast 300 quick steps
+    while not re.search(r"\b[1-9]\d*/300\b", progress):
+        character = stopped.stderr.read(1)
+        assert character, f"the run ended before showing a step: {progress}"
+        progress += character
     stopped.send_signal(signum)
-    _, error = stopped.communicate(timeout=120)
+    _, rest = stopped.communicate(timeout=120)
+    error = progress + rest
     assert stopped.returncode == 128 + signum, error
     assert f"{signal.Signals(signum).name} at step" in error and "continue with --resume" in error
     step = load_checkpoint(tmp_path / "split" / "checkpoint.pt")["step"]
