@@ -38,6 +38,7 @@ NON_NEGATIVE_SETTINGS = ("steps", "memory_extra", "timesteps", "timesteps_per_le
 """Settings that must be >= 0 (threads 0: torch's default; every-N settings 0: never)."""
 AT_LEAST_ONE_SETTINGS = ("batch_size", "nan_patience", "population", "log_every", "eval_every", "image_every",
                          "checkpoint_every", "eval_examples")
+"""Counts that must be >= 1."""
 RANGED_SETTINGS = ("lr", "weight_decay", "gradient_noise", "entropy_bonus", "gumbel_temperature")
 """Settings a population may draw per member (``TrainConfig.population_ranges``)."""
 
