@@ -630,39 +630,90 @@ int nram_infer_mlp(long M, long B, long R, long Q, long S, const int *gate, cons
 
 static REAL log_sigmoid(REAL x) { return x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x)); }
 
-/* One example's dense layer: out[j] = bias[j] + sum_k in[k] weight_t[k, j] (weight_t the
-   weight transposed, [columns, rows]), with relu max(0, .). The inner loops run along a row,
-   which the compiler vectorises however few examples a tile holds. */
-static void dense_row(long rows, long columns, const REAL *weight_t, const REAL *bias, const REAL *in, REAL *out,
-                      int relu) {
-    memcpy(out, bias, rows * sizeof(REAL));
-    for (long k = 0; k < columns; ++k) {
-        REAL x = in[k];
-        const REAL *w = weight_t + k * rows;
-        for (long j = 0; j < rows; ++j) out[j] += x * w[j];
+/* The controller's loops below keep CHUNK outputs in registers while they sum over the inputs
+   (or over the examples), and store each output once: adding into memory at every term made
+   them store-bound. */
+typedef REAL Vec __attribute__((vector_size(16)));  /* one SSE or NEON register (GCC, Clang) */
+enum { PER_VEC = 16 / sizeof(REAL), VECS = 8, CHUNK = VECS * PER_VEC };
+typedef struct { Vec v[VECS]; } Chunk;
+
+static inline Chunk chunk_load(const REAL *x) { Chunk c; memcpy(&c, x, sizeof c); return c; }
+static inline void chunk_store(REAL *y, Chunk c) { memcpy(y, &c, sizeof c); }
+static inline void chunk_fma(Chunk *sum, REAL a, const REAL *x) {  /* sum += a x[0 .. CHUNK) */
+    for (int i = 0; i < VECS; ++i) {
+        Vec v;
+        memcpy(&v, x + i * PER_VEC, sizeof v);
+        sum->v[i] += a * v;
     }
-    if (relu) for (long j = 0; j < rows; ++j) out[j] = out[j] < 0 ? 0 : out[j];
 }
 
-/* Its backward for one example, from d = d loss / d out: grad_weight[j, k] += d[j] in[k],
-   grad_bias[j] += d[j], and (unless d_in is NULL) d_in[k] = sum_j d[j] weight[j, k], zero
-   where in[k] = 0 when `relu_in` (in is the ReLU output of the layer below). */
-static void dense_row_backward(long rows, long columns, const REAL *weight, const REAL *in, const REAL *d,
-                               REAL *grad_weight, REAL *grad_bias, REAL *d_in, int relu_in) {
+/* A dense layer over the n examples of a tile: out_b[j] = bias[j] + sum_k in_b[k] weight_t[k, j]
+   (weight_t the weight transposed, [columns, rows]), with relu max(0, .), where in_b = in + b *
+   in_stride and out_b = out + b * out_stride. Each chunk of outputs runs over every example while
+   its columns of weight_t stay in the L1 cache. */
+static void dense_forward(long rows, long columns, int n, const REAL *weight_t, const REAL *bias, const REAL *in,
+                          long in_stride, REAL *out, long out_stride, int relu) {
+    long j0 = 0;
+    for (; j0 + CHUNK <= rows; j0 += CHUNK)
+        for (int b = 0; b < n; ++b) {
+            const REAL *x = in + b * in_stride;
+            REAL *y = out + b * out_stride + j0;
+            Chunk sum = chunk_load(bias + j0);
+            for (long k = 0; k < columns; ++k) chunk_fma(&sum, x[k], weight_t + k * rows + j0);
+            chunk_store(y, sum);
+            if (relu) for (int c = 0; c < CHUNK; ++c) y[c] = y[c] < 0 ? 0 : y[c];
+        }
+    for (; j0 < rows; ++j0)
+        for (int b = 0; b < n; ++b) {
+            const REAL *x = in + b * in_stride;
+            REAL sum = bias[j0];
+            for (long k = 0; k < columns; ++k) sum += x[k] * weight_t[k * rows + j0];
+            out[b * out_stride + j0] = relu && sum < 0 ? 0 : sum;
+        }
+}
+
+/* A dense layer's parameter gradients over the n examples of a tile: grad_weight[j, k] +=
+   sum_b d[b, j] in_b[k] and grad_bias[j] += sum_b d[b, j], where d is [n, rows] (d loss / d out,
+   example-major) and in_b = in + b * stride is example b's input [columns]. */
+static void dense_parameter_backward(long rows, long columns, int n, const REAL *in, long stride, const REAL *d,
+                                     REAL *grad_weight, REAL *grad_bias) {
     for (long j = 0; j < rows; ++j) {
-        REAL g = d[j];
-        REAL *y = grad_weight + j * columns;
-        grad_bias[j] += g;
-        for (long k = 0; k < columns; ++k) y[k] += g * in[k];
+        REAL *y = grad_weight + j * columns, bias_sum = 0;
+        for (int b = 0; b < n; ++b) bias_sum += d[b * rows + j];
+        grad_bias[j] += bias_sum;
+        long k0 = 0;
+        for (; k0 + CHUNK <= columns; k0 += CHUNK) {
+            Chunk sum = chunk_load(y + k0);
+            for (int b = 0; b < n; ++b) chunk_fma(&sum, d[b * rows + j], in + b * stride + k0);
+            chunk_store(y + k0, sum);
+        }
+        for (; k0 < columns; ++k0)
+            for (int b = 0; b < n; ++b) y[k0] += d[b * rows + j] * in[b * stride + k0];
     }
-    if (d_in == NULL) return;
-    memset(d_in, 0, columns * sizeof(REAL));
-    for (long j = 0; j < rows; ++j) {
-        REAL g = d[j];
-        const REAL *w = weight + j * columns;
-        for (long k = 0; k < columns; ++k) d_in[k] += g * w[k];
-    }
-    if (relu_in) for (long k = 0; k < columns; ++k) d_in[k] = in[k] > 0 ? d_in[k] : 0;
+}
+
+/* A dense layer's input gradients over the n examples of a tile: d_in[b, k] = sum_j d[b, j]
+   weight[j, k] (both example-major), zero where in_b[k] = 0 when `relu_in` (in is the ReLU
+   output of the layer below; in_b = in + b * stride). */
+static void dense_input_backward(long rows, long columns, int n, const REAL *weight, const REAL *in, long stride,
+                                 const REAL *d, REAL *d_in, int relu_in) {
+    long k0 = 0;
+    for (; k0 + CHUNK <= columns; k0 += CHUNK)  /* weight[:, k0 .. k0 + CHUNK) stays in the L1 cache */
+        for (int b = 0; b < n; ++b) {
+            const REAL *g = d + b * rows, *x = in + b * stride + k0;
+            REAL *y = d_in + b * columns + k0;
+            Chunk sum = {{0}};
+            for (long j = 0; j < rows; ++j) chunk_fma(&sum, g[j], weight + j * columns + k0);
+            chunk_store(y, sum);
+            if (relu_in) for (int c = 0; c < CHUNK; ++c) y[c] = x[c] > 0 ? y[c] : 0;
+        }
+    for (; k0 < columns; ++k0)
+        for (int b = 0; b < n; ++b) {
+            const REAL *g = d + b * rows;
+            REAL sum = 0;
+            for (long j = 0; j < rows; ++j) sum += g[j] * weight[j * columns + k0];
+            d_in[b * columns + k0] = relu_in && !(in[b * stride + k0] > 0) ? 0 : sum;
+        }
 }
 
 /* A whole training rollout of T steps with a feed-forward controller (laid out as for
@@ -675,7 +726,8 @@ static void dense_row_backward(long rows, long columns, const REAL *weight, cons
    every step's state (memory, choice weights, slot inputs, sources, activations) for the
    backward, which runs the machine step's backward (backward_tile), the softmax's and the
    controller's. The machine runs lane-major, as everywhere in this file; the controller runs
-   example by example along its rows, since a training rollout holds only a few examples.
+   example-major, layer by layer over the tile's examples (dense_forward and its backward), so
+   that its loops vectorise along a layer's rows however few examples a tile holds.
    Returns 0, -1 if scratch memory could not be allocated, or -2 (before any work) if a cell
    or a target holds a value outside 0..M-1. */
 int nram_train_mlp(long M, long B, long R, long Q, long S, const int *gate, const int *first_slot,
@@ -718,7 +770,7 @@ int nram_train_mlp(long M, long B, long R, long Q, long S, const int *gate, cons
     REAL *grad_registers = grad_memory + M * M * W, *grad_sources = grad_registers + R * M * W;
     REAL *grad_slots = grad_sources + K * M * W, *grad_weights = grad_slots + S * M * W;
     REAL *grad_logits = grad_weights + K * S * W;      /* [L, W] */
-    REAL *d = grad_logits + L * W, *d_in = d + widest * W;  /* one example's [widest] each */
+    REAL *d = grad_logits + L * W, *d_in = d + widest * W;  /* [n, widest] each, example-major */
     REAL *weight_t[layers + 1];                        /* each weight transposed, [columns, rows] */
     weight_t[0] = d_in + widest * W;
     for (long i = 0; i <= layers; ++i) {
@@ -738,17 +790,18 @@ int nram_train_mlp(long M, long B, long R, long Q, long S, const int *gate, cons
             REAL *memory = memories + t * M * M * W, *next = memory + M * M * W;
             const REAL *registers = t == 0 ? registers0 : mixed + ((t - 1) * S + S - R) * M * W;
             REAL *step_logits = logits + t * L * W;
-            for (int b = 0; b < n; ++b) {
-                REAL *act = acts + (t * W + b) * A;
-                for (long r = 0; r < R; ++r) act[r] = registers[r * M * W + b];
-                REAL *in = act;
-                for (long i = 0; i <= layers; ++i) {
-                    REAL *out = i == layers ? d : in + sizes[i];
-                    dense_row(sizes[i + 1], sizes[i], weight_t[i], bias[i], in, out, i < layers);
-                    in = out;
-                }
-                for (long j = 0; j < L; ++j) step_logits[j * W + b] = d[j];
+            REAL *step_acts = acts + t * W * A;  /* the controller, layer by layer over the tile's examples */
+            for (int b = 0; b < n; ++b)
+                for (long r = 0; r < R; ++r) step_acts[b * A + r] = registers[r * M * W + b];
+            for (long i = 0, offset = 0; i <= layers; offset += sizes[i], ++i) {
+                if (i < layers)
+                    dense_forward(sizes[i + 1], sizes[i], n, weight_t[i], bias[i], step_acts + offset, A,
+                                  step_acts + offset + sizes[i], A, 1);
+                else
+                    dense_forward(L, sizes[i], n, weight_t[i], bias[i], step_acts + offset, A, d, L, 0);
             }
+            for (int b = 0; b < n; ++b)
+                for (long j = 0; j < L; ++j) step_logits[j * W + b] = d[b * L + j];
             REAL *step_weights = weights + t * K * S * W;
             softmax_tile(S, K, W, width, n, 0, step_logits, step_weights);
             forward_tile(&c, n, 0, memory, registers, step_weights, next, mixed + t * S * M * W,
@@ -806,20 +859,20 @@ int nram_train_mlp(long M, long B, long R, long Q, long S, const int *gate, cons
             for (long j = choices; j < L; ++j) lanes_zero(n, grad_logits + j * W);
             lanes_copy(n, grad_logits + (L - 1) * W, grad_stop + t * W);
             for (long r = 0; r < R * M; ++r) lanes_copy(n, grad_registers + r * W, grad_sources + r * W);
-            for (int b = 0; b < n; ++b) {
-                const REAL *act = acts + (t * W + b) * A;
-                for (long j = 0; j < L; ++j) d[j] = grad_logits[j * W + b];
-                REAL *dout = d, *into = d_in;
-                long offset = A;
-                for (long i = layers; i >= 0; --i) {
-                    offset -= sizes[i];
-                    dense_row_backward(sizes[i + 1], sizes[i], weight[i], act + offset, dout, grad_weight[i],
-                                       grad_bias[i], i > 0 || t > 0 ? into : NULL, i > 0);
-                    REAL *swap = dout; dout = into; into = swap;
-                }
-                if (t > 0)  /* the controller read P(r = 0): value 0 of every register */
-                    for (long r = 0; r < R; ++r) grad_registers[r * M * W + b] += dout[r];
+            for (int b = 0; b < n; ++b)  /* the controller's backward, layer by layer, d example-major */
+                for (long j = 0; j < L; ++j) d[b * L + j] = grad_logits[j * W + b];
+            REAL *dout = d, *into = d_in;
+            long offset = A;
+            for (long i = layers; i >= 0; --i) {
+                offset -= sizes[i];
+                const REAL *in = acts + t * W * A + offset;
+                dense_parameter_backward(sizes[i + 1], sizes[i], n, in, A, dout, grad_weight[i], grad_bias[i]);
+                if (i > 0 || t > 0) dense_input_backward(sizes[i + 1], sizes[i], n, weight[i], in, A, dout, into, i > 0);
+                REAL *swap = dout; dout = into; into = swap;
             }
+            if (t > 0)  /* the controller read P(r = 0): value 0 of every register */
+                for (int b = 0; b < n; ++b)
+                    for (long r = 0; r < R; ++r) grad_registers[r * M * W + b] += dout[b * R + r];
             REAL *swap = grad_next; grad_next = grad_memory; grad_memory = swap;
         }
     }

@@ -15,11 +15,13 @@ pytestmark = pytest.mark.skipif(native.library("double") is None, reason="no C c
 SUBSET = ("read", "zero", "one", "inc", "add", "lt", "eq", "min")  # no WRITE: memory passes through
 
 
-@pytest.mark.parametrize("gates, steps, batch", [(None, 4, 70), (SUBSET, 3, 5), (None, 1, 3)])
-def test_one_call_gives_the_pytorch_losses_output_and_gradients(monkeypatch, gates, steps, batch):
-    """70 examples span two tiles; T = 1 has no stop logit in play; the reference runs without C."""
+@pytest.mark.parametrize("gates, steps, batch, hidden", [(None, 4, 70, 8), (SUBSET, 3, 5, 8), (None, 1, 3, 8),
+                                                          (None, 2, 9, 40)])
+def test_one_call_gives_the_pytorch_losses_output_and_gradients(monkeypatch, gates, steps, batch, hidden):
+    """70 examples span two tiles; T = 1 has no stop logit in play; the reference runs without C.
+    A hidden layer of 40 runs the dense loops' chunks of 16 float64 outputs and their remainder."""
     torch.manual_seed(0)
-    config = MachineConfig(num_registers=3, hidden_size=8, **({} if gates is None else {"gates": gates}))
+    config = MachineConfig(num_registers=3, hidden_size=hidden, **({} if gates is None else {"gates": gates}))
     model = NRAM(config).double()
     memory_size = 7
     memory = torch.randint(0, memory_size, (batch, memory_size))
