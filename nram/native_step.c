@@ -678,9 +678,8 @@ static void dense_forward(long rows, long columns, int n, const REAL *weight_t, 
 static void dense_parameter_backward(long rows, long columns, int n, const REAL *in, long stride, const REAL *d,
                                      REAL *grad_weight, REAL *grad_bias) {
     for (long j = 0; j < rows; ++j) {
-        REAL *y = grad_weight + j * columns, bias_sum = 0;
-        for (int b = 0; b < n; ++b) bias_sum += d[b * rows + j];
-        grad_bias[j] += bias_sum;
+        REAL *y = grad_weight + j * columns;
+        for (int b = 0; b < n; ++b) grad_bias[j] += d[b * rows + j];
         long k0 = 0;
         for (; k0 + CHUNK <= columns; k0 += CHUNK) {
             Chunk sum = chunk_load(y + k0);
