@@ -281,7 +281,7 @@ class NRAM(nn.Module):
     def trains_natively(self) -> bool:
         """Whether :meth:`train_rollout_natively` runs here: a plain MLP controller (no dropout) on
         a CPU where the C code may train (:func:`nram.native.usable`)."""
-        return type(self.controller) is MLPController and native.usable(next(self.parameters()), training=True)
+        return type(self.controller) is MLPController and native.usable(self.controller.readout.weight, training=True)
 
     def train_rollout_natively(self, memory0: Tensor, target: Tensor, mask: Tensor, steps: int, *, scale: float,
                                eps: float) -> tuple[Tensor, Tensor]:
@@ -296,14 +296,12 @@ class NRAM(nn.Module):
             raise ValueError("the one-call training rollout runs a plain MLP controller on the CPU, with the C code "
                              "built and NRAM_NATIVE=1; train this model through forward() and backward()")
         self.check_memory(memory0, steps, integer=True, values=False)
-        layers = [*self.controller.hidden_layers, self.controller.readout]
-        for parameter in (p for layer in layers for p in (layer.weight, layer.bias)):
+        layers = [(layer.weight, layer.bias) for layer in (*self.controller.hidden_layers, self.controller.readout)]
+        for parameter in (p for pair in layers for p in pair):
             if parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
-        return native_training.train_mlp(memory0, target, mask, steps, self.layout,
-                                         [(layer.weight, layer.bias) for layer in layers],
-                                         [(layer.weight.grad, layer.bias.grad) for layer in layers],
-                                         scale=scale, eps=eps)
+        return native_training.train_mlp(memory0, target, mask, steps, self.layout, layers,
+                                         [(weight.grad, bias.grad) for weight, bias in layers], scale=scale, eps=eps)
 
     def output_memory(self, memory0: Tensor, steps: int) -> Tensor:
         """``sum_t p_t memories[t]`` ``[B, M, M]`` without keeping every step's memory.

@@ -53,7 +53,9 @@ releases the GIL); below it one thread is faster than handing work out."""
 KEEP_BUILDS = 4
 """Cached builds kept per float type (see :func:`prune_builds`)."""
 
-_FLAG_SETS = (("-O3", "-march=native"), ("-O3",))  # the second for compilers without -march=native
+_FLAG_SETS = (("-O3", "-march=native", "-fno-math-errno"), ("-O3", "-fno-math-errno"))
+"""Compiler flags, the second set for compilers without -march=native. ``-fno-math-errno`` (no
+value changes: errno is never read) lets square roots vectorise, as in the Adam update."""
 
 
 MODES = ("1", "infer", "0")
@@ -201,6 +203,8 @@ def library(real: str) -> ctypes.CDLL | None:
     lib.nram_train_mlp.argtypes = circuit[:7] + [ctypes.c_void_p, ctypes.c_long, ctypes.c_long] + \
         [ctypes.c_void_p] * 5 + [scalar, scalar] + [ctypes.c_void_p] * 5
     lib.nram_train_mlp.restype = ctypes.c_int
+    lib.nram_adam.argtypes = [ctypes.c_long] + [ctypes.c_void_p] * 6 + [ctypes.c_double] * 5 + [ctypes.c_int]
+    lib.nram_adam.restype = None
     return lib
 
 
@@ -209,6 +213,7 @@ def _int_array(values: list[int] | tuple[int, ...]) -> ctypes.Array:
 
 
 @functools.lru_cache(maxsize=64)
+@functools.cache  # read-only to the C code, so one set per layout serves every call
 def _layout_arrays(layout: CircuitLayout) -> tuple[ctypes.Array, ctypes.Array, ctypes.Array]:
     """The layout as C int arrays: gate codes (indices into GATE_NAMES), first slots, slot widths."""
     return (_int_array([GATE_NAMES.index(name) for name in layout.gates]), _int_array(layout.first_slot),

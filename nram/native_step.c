@@ -678,8 +678,9 @@ static void dense_forward(long rows, long columns, int n, const REAL *weight_t, 
 static void dense_parameter_backward(long rows, long columns, int n, const REAL *in, long stride, const REAL *d,
                                      REAL *grad_weight, REAL *grad_bias) {
     for (long j = 0; j < rows; ++j) {
-        REAL *y = grad_weight + j * columns;
-        for (int b = 0; b < n; ++b) grad_bias[j] += d[b * rows + j];
+        REAL *y = grad_weight + j * columns, bias_sum = grad_bias[j];
+        for (int b = 0; b < n; ++b) bias_sum += d[b * rows + j];
+        grad_bias[j] = bias_sum;
         long k0 = 0;
         for (; k0 + CHUNK <= columns; k0 += CHUNK) {
             Chunk sum = chunk_load(y + k0);
@@ -876,4 +877,34 @@ int nram_train_mlp(long M, long B, long R, long Q, long S, const int *gate, cons
         }
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------ optimizer update -- */
+
+#define square_root(x) _Generic((x), float: sqrtf, double: sqrt)(x)
+
+/* One Adam step over `tensors` parameter tensors, in place: for tensor i of sizes[i] elements
+   at its step count steps[i] (already advanced), with g = grad (+ weight_decay * param; negated
+   when `maximize`):
+       m = beta1 m + (1 - beta1) g,   v = beta2 v + (1 - beta2) g^2,
+       param -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps),
+   as torch.optim.Adam (Kingma and Ba 2015) computes it, its bias corrections in double. */
+void nram_adam(long tensors, const long *sizes, const double *steps, REAL *const *params, const REAL *const *grads,
+               REAL *const *exp_avg, REAL *const *exp_avg_sq, double lr, double beta1, double beta2, double eps,
+               double weight_decay, int maximize) {
+    for (long i = 0; i < tensors; ++i) {
+        REAL step_size = (REAL)(lr / (1 - pow(beta1, steps[i])));
+        REAL correction2_sqrt = (REAL)sqrt(1 - pow(beta2, steps[i]));
+        REAL b1 = (REAL)beta1, b2 = (REAL)beta2, c1 = (REAL)(1 - beta1), c2 = (REAL)(1 - beta2);
+        REAL decay = (REAL)weight_decay, epsilon = (REAL)eps;
+        REAL *restrict p = params[i], *restrict m = exp_avg[i], *restrict v = exp_avg_sq[i];
+        const REAL *restrict g = grads[i];
+        for (long k = 0; k < sizes[i]; ++k) {
+            REAL gk = maximize ? -g[k] : g[k];
+            if (decay != 0) gk += decay * p[k];
+            m[k] = b1 * m[k] + c1 * gk;
+            v[k] = b2 * v[k] + c2 * gk * gk;
+            p[k] -= step_size * m[k] / (square_root(v[k]) / correction2_sqrt + epsilon);
+        }
+    }
 }

@@ -21,7 +21,8 @@ pipes x clock, as :func:`nram.flops.cpu_peak` reads them; None off the CPU or wh
 as ``nram train --population`` does), alternating, and the summary gives their ratio.
 Backends on the CPU (see nram/native.py): "fused" as shipped (one model's whole training
 rollout, forward and backward, in one C call: ``NRAM.train_rollout_natively``, as ``nram train``
-runs a plain MLP without entropy bonus or choice noise; a population, whose batched PyTorch
+runs a plain MLP without entropy bonus or choice noise, then Adam's update in one more
+(``training.optim.NativeAdam``); a population, whose batched PyTorch
 step is faster at these sizes than one such call per member, and inference as in "native"),
 "native" (the C step once per timestep under autograd, the training path before the one-call
 rollout; the C inference) and "pytorch" (NRAM_NATIVE=0). With several backends and
@@ -75,7 +76,7 @@ def median_seconds(fn, device: str, min_time: float = 0.4, repeats: int = 5) -> 
 
 
 def make_train_step(model: NRAM, memory: torch.Tensor, steps: int, compile_model: bool, fused: bool):
-    optimizer = make_optimizer("adam", model.parameters(), lr=1e-3)  # as `nram train` builds it
+    optimizer = make_optimizer("adam", model.parameters(), lr=1e-3, native=fused)  # as `nram train` builds it
     mask = torch.ones_like(memory, dtype=torch.bool)
     if fused:
         def fused_step():

@@ -8,7 +8,6 @@ import torch
 
 from nram.model import NRAM, MachineConfig, gumbel_noise
 from training.config import TrainConfig
-from training.evaluate import evaluate
 from training.population import PopulationTrainer
 from training.trainer import Trainer
 

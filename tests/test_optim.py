@@ -10,8 +10,8 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from conftest import requires_cuda
-from training.optim import (DISTRIBUTIONS, OPTIMIZER_NAMES, FixedProjectionDescent, RandomBasesDescent, chunk_grid,
-                            directions, make_optimizer, module_compartments)
+from training.optim import (DISTRIBUTIONS, OPTIMIZER_NAMES, FixedProjectionDescent, NativeAdam, RandomBasesDescent,
+                            chunk_grid, directions, make_optimizer, module_compartments)
 
 D = 39  # parameters of _model(): Linear(5, 4) has 24, Linear(4, 3) has 15
 
@@ -251,6 +251,7 @@ def test_make_optimizer_names_and_both_ways_of_giving_modules():
     assert all(name in str(err.value) for name in OPTIMIZER_NAMES)
     assert type(make_optimizer("sgd", _model().parameters(), lr=0.1)) is torch.optim.SGD
     assert type(make_optimizer("adam", _model().parameters())) is torch.optim.Adam
+    assert type(make_optimizer("adam", _model().parameters(), native=True)) is NativeAdam
     assert type(make_optimizer("fpd", _model().named_parameters(), lr=0.1, dims=2)) is FixedProjectionDescent
 
     named, plain = _model(), _model()

@@ -127,8 +127,10 @@ def new_curriculum(config: TrainConfig) -> FixedCurriculum | ZarembaCurriculum:
     return FixedCurriculum(config.min_length, config.max_length)
 
 
-def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """The config's optimizer over the model, with only the arguments that optimizer takes."""
+def build_optimizer(config: TrainConfig, model: torch.nn.Module, native: bool = False) -> torch.optim.Optimizer:
+    """The config's optimizer over the model, with only the arguments that optimizer takes; with
+    ``native``, Adam's update runs in C (:class:`training.optim.NativeAdam`), as the one-call C
+    rollout trains."""
     kwargs: dict[str, Any] = {"lr": config.lr}
     params: Any = model.parameters()
     if config.optimizer in ("adam", "sgd"):
@@ -142,7 +144,7 @@ def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.
         params = model.named_parameters()  # names let it give every module its own directions
     kwargs.update(config.optimizer_options)
     try:
-        return make_optimizer(config.optimizer, params, **kwargs)
+        return make_optimizer(config.optimizer, params, native=native, **kwargs)
     except TypeError as error:
         raise ValueError(f"optimizer {config.optimizer!r}: {error}") from None
 
@@ -156,12 +158,13 @@ class Trainer:
         self._set_up_run(config, out_dir, progress)
         torch.manual_seed(config.seed)
         self.model = NRAM(config.machine_config()).to(self.device)
-        self.optimizer = build_optimizer(config, self.model)
-        data_parallel = self.workers.world_size > 1 and config.optimizer in ("adam", "sgd")
-        self.forward_model = data_parallel_model(self.model) if data_parallel else self.model
         self.native_rollouts = (self.workers.world_size == 1 and config.gumbel_temperature == 0
                                 and self.model.trains_natively())
-        """Whether rollouts without an entropy bonus train in one C call (:meth:`_train_rollout`)."""
+        """Whether rollouts without an entropy bonus train in one C call (:meth:`_train_rollout`),
+        and Adam's update runs in C too."""
+        self.optimizer = build_optimizer(config, self.model, native=self.native_rollouts)
+        data_parallel = self.workers.world_size > 1 and config.optimizer in ("adam", "sgd")
+        self.forward_model = data_parallel_model(self.model) if data_parallel else self.model
         self.curriculum = new_curriculum(config)
         self.data_generator = torch.Generator().manual_seed(config.seed + RANK_SEED_OFFSET * self.workers.rank)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
@@ -399,7 +402,7 @@ class Trainer:
             torch.manual_seed(config.seed + RESTART_SEED_OFFSET * int(self.counters["restarts"]))
             fresh = NRAM(config.machine_config())
         self.model.load_state_dict(fresh.state_dict())
-        self.optimizer = build_optimizer(config, self.model)
+        self.optimizer = build_optimizer(config, self.model, native=self.native_rollouts)
         self.curriculum = new_curriculum(config)
         if self.gate_monitor:
             self.gate_monitor = GateAdaptation(self.model, gate_probes(config, self.device))

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from .native_adam import NativeAdam
 from .random_bases import FixedProjectionDescent, RandomBasesDescent
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
@@ -19,12 +20,15 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 OPTIMIZER_NAMES: tuple[str, ...] = tuple(OPTIMIZERS)
 
 
-def make_optimizer(name: str, params: Iterable[Any], **kwargs: Any) -> Optimizer:
+def make_optimizer(name: str, params: Iterable[Any], *, native: bool = False, **kwargs: Any) -> Optimizer:
     """Build optimizer ``name`` over ``params`` with keyword arguments ``kwargs``.
 
     ``"sgd"`` and ``"adam"`` are torch's own classes, in their fused form unless ``fused=False``
     is passed (one kernel over all parameters: NRAM controllers have a few small tensors, so
-    the per-tensor loop of the default form costs more than the arithmetic); ``"rbd"`` is
+    the per-tensor loop of the default form costs more than the arithmetic); with ``native``,
+    ``"adam"`` is :class:`NativeAdam`, torch's Adam with its CPU update in one C call, which
+    the one-call C training rollout steps with (it rounds differently from torch's kernel, so
+    other paths keep torch's); ``"rbd"`` is
     :class:`RandomBasesDescent`, ``"fpd"`` :class:`FixedProjectionDescent`. ``params`` is
     anything torch optimizers take: parameters, ``(name, parameter)`` pairs or param groups.
     For ``"rbd"``/``"fpd"`` with per-module compartments (their default) pass names::
@@ -39,4 +43,4 @@ def make_optimizer(name: str, params: Iterable[Any], **kwargs: Any) -> Optimizer
         raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZER_NAMES)}")
     if name in ("sgd", "adam"):
         kwargs.setdefault("fused", True)
-    return OPTIMIZERS[name](params, **kwargs)
+    return (NativeAdam if native and name == "adam" else OPTIMIZERS[name])(params, **kwargs)
