@@ -72,7 +72,8 @@ class NativeAdam(torch.optim.Adam):
         plans = []
         for group in self.param_groups:
             params = group["params"]
-            if any(group.get(option) for option in TORCH_ONLY_OPTIONS) or not native.usable(params[0], training=True):
+            if (not params or any(group.get(option) for option in TORCH_ONLY_OPTIONS)
+                    or not native.usable(params[0], training=True)):
                 return None
             for p in params:
                 if not self.state[p]:
