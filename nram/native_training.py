@@ -71,7 +71,6 @@ def train_mlp(cells: Tensor, target: Tensor, mask: Tensor, steps: int, layout: C
     return losses, output.permute(2, 0, 1)
 
 
-
 class AdamUpdate:
     """Adam's update of a fixed set of CPU tensors in one C call (``nram_adam``), as
     ``torch.optim.Adam`` takes it (without amsgrad).
