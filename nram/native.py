@@ -213,7 +213,6 @@ def _int_array(values: list[int] | tuple[int, ...]) -> ctypes.Array:
 
 
 @functools.lru_cache(maxsize=64)
-@functools.cache  # read-only to the C code, so one set per layout serves every call
 def _layout_arrays(layout: CircuitLayout) -> tuple[ctypes.Array, ctypes.Array, ctypes.Array]:
     """The layout as C int arrays: gate codes (indices into GATE_NAMES), first slots, slot widths."""
     return (_int_array([GATE_NAMES.index(name) for name in layout.gates]), _int_array(layout.first_slot),

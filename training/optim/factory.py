@@ -28,8 +28,8 @@ def make_optimizer(name: str, params: Iterable[Any], *, native: bool = False, **
     the per-tensor loop of the default form costs more than the arithmetic); with ``native``,
     ``"adam"`` is :class:`NativeAdam`, torch's Adam with its CPU update in one C call, which
     the one-call C training rollout steps with (it rounds differently from torch's kernel, so
-    other paths keep torch's); ``"rbd"`` is
-    :class:`RandomBasesDescent`, ``"fpd"`` :class:`FixedProjectionDescent`. ``params`` is
+    other paths keep torch's); ``"rbd"`` is :class:`RandomBasesDescent`, ``"fpd"``
+    :class:`FixedProjectionDescent`. ``params`` is
     anything torch optimizers take: parameters, ``(name, parameter)`` pairs or param groups.
     For ``"rbd"``/``"fpd"`` with per-module compartments (their default) pass names::
 
