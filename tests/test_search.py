@@ -1,6 +1,7 @@
 """nram search: the [search] table, two workers on one SQLite study with pruning, the best
 config trained again, and a search stopped by Ctrl-C that the same command continues."""
 
+import fcntl
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import torch
 
 from training.cli import main
 from training.config import load_config
-from training.search import _print_trial, storage_url
+from training.search import ASK_LOCK_NAME, Search, _print_trial, storage_url
 from training.search_space import search_space
 from training.trainer import Trainer
 
@@ -142,3 +143,27 @@ def test_a_pruned_trial_prints_as_pruned_though_optuna_gives_it_a_value(capsys):
                                                      state=state, user_attrs={"steps": 250}))
     assert capsys.readouterr().out.splitlines() == ["trial -1: pruned, error 0.5300 at step 250 (lr 0.01)",
                                                     "trial -1: error 0.2500 at step 250 (lr 0.01)"]
+
+
+def test_a_worker_holds_the_ask_lock_while_optuna_picks_its_trial_and_not_while_it_trains(tmp_path, monkeypatch):
+    """SQLite cannot hand out a queued trial atomically (optuna#4621): local workers take turns."""
+    out = tmp_path / "search"
+    held = []
+
+    def lock_is_held() -> bool:
+        with open(out / ASK_LOCK_NAME, "a") as other:
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(other, fcntl.LOCK_UN)
+            return False
+
+    ask = optuna.study.Study.ask
+    monkeypatch.setattr(optuna.study.Study, "ask", lambda study, *a, **k: held.append(("ask", lock_is_held()))
+                        or ask(study, *a, **k))
+    objective = Search.objective
+    monkeypatch.setattr(Search, "objective", lambda search, trial: held.append(("train", lock_is_held()))
+                        or objective(search, trial))
+    assert main(["search", "--config", str(write_config(tmp_path, steps=20)), "--trials", "2", "--out", str(out)]) == 0
+    assert held == [("ask", True), ("train", False)] * 2

@@ -15,6 +15,7 @@ process died without a word is found by Optuna's heartbeat and retried the same 
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 import shutil
@@ -35,6 +36,8 @@ HEARTBEAT_S = 60
 """A trial whose process sends no heartbeat for twice this long is failed and queued again."""
 FINISHED = ("COMPLETE", "PRUNED")
 """Trial states that count towards ``--trials``."""
+ASK_LOCK_NAME = ".ask.lock"
+"""The file in the search's output that local workers lock while Optuna picks their next trial."""
 
 
 def import_optuna() -> Any:
@@ -122,11 +125,25 @@ class Search:
 
     def work(self) -> None:
         """Run trials until the study has ``trials`` finished ones (a worker may overrun by the
-        trials its peers have in flight)."""
+        trials its peers have in flight).
+
+        Optuna takes a queued trial (a retry, or one given with ``enqueue_trial``) without a row
+        lock on SQLite, so two workers could take the same one and the second could not record
+        its result (optuna/optuna#4621). The local workers therefore take turns, through a file
+        lock, from the start of ``optimize`` until their trial has begun."""
         study = self.load_study()
         import_optuna().storages.fail_stale_trials(study)
-        while self.finished(study) + _running(study) < self.trials:
-            study.optimize(self.objective, n_trials=1, callbacks=[_print_trial])
+        with open(self.out / ASK_LOCK_NAME, "a") as lock:
+            def begun(trial: Any) -> float:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                return self.objective(trial)
+
+            while self.finished(study) + _running(study) < self.trials:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    study.optimize(begun, n_trials=1, callbacks=[_print_trial])
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _print_trial(study: Any, trial: Any) -> None:
