@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import networkx as nx
 import torch
 from torch import Tensor
 
@@ -36,6 +35,8 @@ def list_structure(length: int) -> tuple[int, Tensor]:
 
     Taken from ``networkx.path_graph(length, create_using=nx.DiGraph)``.
     """
+    import networkx as nx  # here, not at the top: its 0.2 s import would delay every `nram` command
+
     graph = nx.path_graph(length, create_using=nx.DiGraph)
     (head,) = [node for node, degree in graph.in_degree() if degree == 0]
     successor = torch.full((length,), -1, dtype=torch.long)

@@ -20,12 +20,14 @@ choosing the path, placing nodes, writing memory — is done for the whole batch
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import networkx as nx
 import torch
 
 from tasks.base import Task, TaskBatch, random_values
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 LEFT, RIGHT = 1, 2
 """Codes of a left and a right turn in the path."""
@@ -40,6 +42,8 @@ def random_bst(keys: Sequence[int]) -> nx.DiGraph:
     Nodes are the keys, with attribute ``depth`` (root 0); every edge parent -> child has
     attribute ``turn``: :data:`LEFT` if child < parent, else :data:`RIGHT`.
     """
+    import networkx as nx  # here, not at the top: its 0.2 s import would delay every `nram` command
+
     child: dict[tuple[int, int], int] = {}
     depth = {keys[0]: 0}
     edges = []

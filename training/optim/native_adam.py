@@ -8,6 +8,11 @@ same update in one call of ``nram_adam`` (``nram/native_step.c``) where it can: 
 float64 parameters that all have a contiguous gradient, no closure, no amsgrad, and none of
 torch's capturable, differentiable or decoupled weight decay modes. Anywhere else it takes
 torch's step. The update agrees with torch's to float rounding (``tests/test_native_adam.py``).
+
+Torch wraps ``Optimizer.add_param_group``, ``zero_grad``, ``state_dict`` and ``load_state_dict``
+in ``torch._disable_dynamo``, whose first call imports ``torch._dynamo``: about 2 s of a
+`nram train --task access` that otherwise takes 5. The C update never runs under
+``torch.compile``, so :class:`NativeAdam` calls the functions those wrappers wrap.
 """
 
 from __future__ import annotations
@@ -25,6 +30,12 @@ TORCH_ONLY_OPTIONS = ("amsgrad", "capturable", "differentiable", "decoupled_weig
 """Adam options that ``nram_adam`` does not implement: a group with any of them set takes torch's step."""
 
 
+def _undecorated(method: Callable) -> Callable:
+    """The function a ``torch._disable_dynamo`` wrapper wraps (``functools.wraps`` keeps it), or
+    ``method`` itself if a later torch stops wrapping it."""
+    return getattr(method, "__wrapped__", method)
+
+
 class _GroupPlan(NamedTuple):
     """One param group's C update, prepared once (:class:`AdamUpdate`), and its parameters'
     step counts: the state tensors and, to hand to C without reading them back, their values."""
@@ -39,13 +50,21 @@ class NativeAdam(torch.optim.Adam):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """As torch's; the next step prepares its update again."""
-        super().add_param_group(param_group)
+        _undecorated(torch.optim.Optimizer.add_param_group)(self, param_group)
         self._plans: list[_GroupPlan] | None = None
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As torch's; the loaded state tensors replace the prepared ones."""
-        super().load_state_dict(state_dict)
+        _undecorated(torch.optim.Optimizer.load_state_dict)(self, state_dict)
         self._plans = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """As torch's."""
+        return _undecorated(torch.optim.Optimizer.state_dict)(self)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """As torch's."""
+        _undecorated(torch.optim.Optimizer.zero_grad)(self, set_to_none)
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One Adam step over every parameter that has a gradient; returns ``closure()`` if given."""
