@@ -39,6 +39,15 @@ GATE_ARITY: dict[str, int] = {
 }
 """Number of inputs each gate reads (write: address, value)."""
 
+RESCALED_GATES: frozenset[str] = frozenset({"read", "add", "sub", "min", "max"})
+"""Gates whose output's total probability is the product of their inputs' (READ's: of the
+address's and the memory rows'), which the machine divides by its total (:mod:`nram.machine`).
+In exact arithmetic every total is 1. In float32 each gate's rounding leaves it off by about
+1e-7, and products compound that: a circuit that feeds such gates into each other through its
+registers can grow the error tenfold per timestep until it overflows to NaN (docs/harder.md,
+Permutation seed 1). The other gates' totals are their input's (INC, DEC) or exactly 1 (LT,
+LE, EQ: ``[1 - p, p]``), so they cannot compound it."""
+
 FFT_MIN_SIZE = 128
 """From this many values on, ADD and SUB use the FFT (O(M log M)) instead of a gather (O(M^2)).
 

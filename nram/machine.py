@@ -6,6 +6,12 @@ comes first. Then every register is replaced, all at once, by a mixture of
 ``(old registers, all gate outputs)``. Shapes: memory ``[B, M, M]``, registers ``[B, R, M]``,
 choice weights ``[B, num_slots, R+Q]`` (rows are softmaxes, zero on missing options).
 
+The gates in :data:`nram.gates.RESCALED_GATES` divide their output by its total, which is 1
+up to float rounding, so that rounding cannot compound from step to step. The backward takes
+that total as 1: the gradient at a rescaled output ``y`` is ``g - <g, y>``, the exact one of
+``x / sum(x)`` at a sum of 1 (its constant shift leaves every gradient on the simplex, where
+training moves, unchanged; finite differences off the simplex need it).
+
 Inside, the step works value-major (see :mod:`nram.gates`): memory ``[M, M, B]``, registers
 ``[R, M, B]``, weights ``[R+Q, slots, B]``, so the batch is the innermost, contiguous
 dimension of every operation. :func:`machine_step` takes and returns the batch-first shapes
@@ -24,7 +30,7 @@ from torch import Tensor
 from nram import gates as G
 from nram import native
 from nram.circuit import CircuitLayout, spread_logits
-from nram.gates import GATE_ARITY, GATE_CONSTANTS
+from nram.gates import GATE_ARITY, GATE_CONSTANTS, RESCALED_GATES
 
 
 BMM_MIN_SIZE = 32
@@ -152,6 +158,8 @@ def _run_gates(memory: Tensor, registers: Tensor, weights: Tensor, layout: Circu
             out = G.read_values(memory, slots[first])
         else:
             out = G.GATE_FUNCTIONS[name](slots[first], slots[first + 1] if GATE_ARITY[name] == 2 else None)
+        if name in RESCALED_GATES:
+            out = out * out.sum(0, keepdim=True).reciprocal()
         mixed.addcmul_(rows[num_registers + i], out)
         sources[num_registers + i] = out
     return memory, mixed, sources
@@ -219,14 +227,17 @@ def _backward_gates(memory: Tensor, weights: Tensor, mixed: Tensor, sources: Ten
             grad_memory = torch.addcmul(grad_memory, grad_memory, address[:, None], value=-1.0)
         elif name in GATE_CONSTANTS:
             continue
-        elif name == "read":  # out = p^T memory, with memory as it was before WRITE
-            grad_out = grad_outputs[num_registers + i]
-            grads = (torch.linalg.vecdot(memory, grad_out, dim=1),)
-            grad_memory = torch.addcmul(grad_memory, slots[first][:, None], grad_out)
         else:
-            binary = GATE_ARITY[name] == 2
-            grads = G.GATE_GRADIENTS[name](slots[first], slots[first + 1] if binary else None,
-                                           grad_outputs[num_registers + i])[:1 + binary]
+            grad_out = grad_outputs[num_registers + i]
+            if name in RESCALED_GATES:  # through y = x / sum(x) at sum(x) = 1
+                grad_out = grad_out - (grad_out * sources[num_registers + i]).sum(0, keepdim=True)
+            if name == "read":  # out = p^T memory, with memory as it was before WRITE
+                grads = (torch.linalg.vecdot(memory, grad_out, dim=1),)
+                grad_memory = torch.addcmul(grad_memory, slots[first][:, None], grad_out)
+            else:
+                binary = GATE_ARITY[name] == 2
+                grads = G.GATE_GRADIENTS[name](slots[first], slots[first + 1] if binary else None,
+                                               grad_out)[:1 + binary]
         for slot, grad in enumerate(grads, start=first):
             grad_slots[slot] = grad
             grad_sources.addcmul_(columns[slot], grad)

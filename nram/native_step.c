@@ -66,6 +66,29 @@ static int arity(int gate) {
 
 static inline long wrap(long v, long M) { return ((v % M) + M) % M; }
 
+/* nram.gates.RESCALED_GATES: their output's total is a product of totals, which compounds
+   float rounding, so the step divides it by its total (1 up to rounding). */
+static int rescaled(int gate) { return gate == READ || gate == ADD || gate == SUB || gate == MIN || gate == MAX; }
+
+/* out[v] /= sum_v out[v], for every lane. */
+static void rescale(long M, long B, int n, REAL *out) {
+    REAL total[TILE];
+    lanes_zero(n, total);
+    for (long v = 0; v < M; ++v) lanes_add(n, total, out + v * B);
+    for (int b = 0; b < n; ++b) total[b] = 1 / total[b];
+    for (long v = 0; v < M; ++v)
+        for (int b = 0; b < n; ++b) out[v * B + b] *= total[b];
+}
+
+/* The backward of rescale at a total of 1, in place: g[v] -= sum_u g[u] y[u], y its output. */
+static void rescale_backward(long M, long B, int n, const REAL *y, REAL *g) {
+    REAL dot[TILE];
+    lanes_zero(n, dot);
+    for (long v = 0; v < M; ++v) lanes_fma(n, dot, g + v * B, y + v * B);
+    for (long v = 0; v < M; ++v)
+        for (int b = 0; b < n; ++b) g[v * B + b] -= dot[b];
+}
+
 /* The first slot that sees source j. */
 static long first_slot_seeing(const Circuit *c, long j) {
     long gate = j - c->R + 1;  /* the first gate whose inputs see source j */
@@ -193,6 +216,7 @@ static void forward_tile(const Circuit *c, int n, long b0, const REAL *memory, c
         } else {
             gate_forward(gate, M, B, n, a, b, out);
         }
+        if (rescaled(gate)) rescale(M, B, n, out);
         mix_in(c, n, b0, weights, mixed, sources, R + i);
     }
 }
@@ -318,7 +342,8 @@ static void backward_tile(const Circuit *c, int n, long b0, const REAL *memory, 
         const REAL *b = a + M * B;
         REAL *ga = value_row(c, grad_slots, first, 0, b0);
         REAL *gb = ga + M * B;
-        const REAL *g = value_row(c, grad_sources, R + i, 0, b0);
+        REAL *g = value_row(c, grad_sources, R + i, 0, b0);
+        if (rescaled(gate)) rescale_backward(M, B, n, value_row(c, sources, R + i, 0, b0), g);
         if (gate == WRITE) {  /* memory' = memory + a (b - memory), a the address, b the value */
             for (long k = 0; k < M; ++k) lanes_zero(n, ga + k * B), lanes_zero(n, gb + k * B);
             for (long k = 0; k < M; ++k)

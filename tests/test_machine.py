@@ -8,7 +8,7 @@ from conftest import random_distributions, requires_cuda
 from test_gates import INTEGER_FUNCTIONS
 
 from nram.circuit import CircuitLayout
-from nram.gates import GATE_ARITY
+from nram.gates import GATE_ARITY, RESCALED_GATES
 from nram.machine import MachineState, constant_values, machine_step
 from nram.model import NRAM, MachineConfig
 
@@ -112,6 +112,24 @@ def test_memory_stays_a_distribution_for_fifty_steps_in_float32(controller, step
     rollout = model(memory0, 50)
     assert (rollout.memories >= 0).all()
     assert torch.allclose(rollout.memories.sum(-1), torch.ones(()), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("gate", sorted(RESCALED_GATES))
+def test_rescaled_gates_keep_a_drifting_total_from_compounding(gate, step_backend):
+    """The register replaced by ``gate`` of itself at every step. From a total of 1.001 in the
+    register and the memory rows, the total would grow as 1.001 ** (2 ** t) for ADD, SUB, MIN,
+    MAX (overflowing by step 20) and as 1.001 ** t for READ. Rescaled, it is 1 after one step."""
+    layout = CircuitLayout(1, (gate,))
+    weights = torch.zeros(2, layout.num_slots, layout.num_sources)
+    weights[:, :GATE_ARITY[gate], 0] = 1.0  # the gate reads the register
+    weights[:, -1, 1] = 1.0  # the register takes the gate's output
+    generator = torch.Generator().manual_seed(0)
+    memory = torch.softmax(torch.randn(2, 6, 6, generator=generator), -1) * 1.001
+    registers = torch.softmax(torch.randn(2, 1, 6, generator=generator), -1) * 1.001
+    state = MachineState(memory, registers)
+    for _ in range(25):
+        state = machine_step(state, weights, layout, constant_values(2, 6))
+    assert torch.allclose(state.registers.sum(-1), torch.ones(()), rtol=0, atol=1e-6)
 
 
 @requires_cuda
