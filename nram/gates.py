@@ -46,7 +46,9 @@ In exact arithmetic every total is 1. In float32 each gate's rounding leaves it 
 1e-7, and products compound that: a circuit that feeds such gates into each other through its
 registers can grow the error tenfold per timestep until it overflows to NaN (docs/harder.md,
 Permutation seed 1). The other gates' totals are their input's (INC, DEC) or exactly 1 (LT,
-LE, EQ: ``[1 - p, p]``), so they cannot compound it."""
+LE, EQ: ``[1 - p, p]``), so they cannot compound it. The paper lists re-normalising
+distributions among its training tricks (section 6.1) without saying which; these are the ones
+where rounding compounds."""
 
 FFT_MIN_SIZE = 128
 """From this many values on, ADD and SUB use the FFT (O(M log M)) instead of a gather (O(M^2)).
