@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from nram.circuit import CircuitLayout
-from nram.gates import GATE_CONSTANTS
+from nram.gates import GATE_CONSTANTS, RESCALED_GATES
 
 TRAINING_FACTOR = 3
 """A training step's FLOPs over the forward's: forward, then a backward of twice its cost."""
@@ -50,17 +50,25 @@ GATE_FLOPS = {
 """FLOPs of each gate on distributions over M values, for one example, as the C step computes them."""
 
 
+def rescale_flops(memory_size: int) -> int:
+    """FLOPs of dividing a gate's output by its total (:data:`nram.gates.RESCALED_GATES`): the
+    total, its reciprocal, and a multiply per value."""
+    return 2 * memory_size + 1
+
+
 def machine_step_flops(layout: CircuitLayout, memory_size: int) -> int:
     """FLOPs of one timestep of the machine for one example, controller excluded: every choice's
     softmax, every choice's mixture (a multiply-add per value of each register or gate output
-    it may take, one add for a constant), and every gate."""
+    it may take, one add for a constant), and every gate, with its rescaling where it has one."""
     softmax = SOFTMAX_FLOPS * sum(layout.slot_widths)
     mixing = 0
     for source in range(layout.num_sources):
         constant = source >= layout.num_registers and layout.gates[source - layout.num_registers] in GATE_CONSTANTS
         slots = sum(width > source for width in layout.slot_widths)
         mixing += slots * (1 if constant else 2 * memory_size)
-    return softmax + mixing + sum(GATE_FLOPS[name](memory_size) for name in layout.gates)
+    gates = sum(GATE_FLOPS[name](memory_size) for name in layout.gates)
+    rescaling = sum(rescale_flops(memory_size) for name in layout.gates if name in RESCALED_GATES)
+    return softmax + mixing + gates + rescaling
 
 
 def controller_flops(controller: nn.Module) -> int:

@@ -46,7 +46,7 @@ def test_a_step_counts_every_choice_every_gate_and_the_controller_by_hand():
     softmax = 5 * 23
     # sources r0, r1 in all 6 slots, read's output in 5, inc's in 4 (2M each); write's constant 0 in 2 (1 each)
     mixing = (6 + 6 + 5 + 4) * 2 * m + 2 * 1
-    gates = 2 * m * m + 0 + 3 * m * m
+    gates = 2 * m * m + 0 + 3 * m * m + (2 * m + 1)  # READ's output is rescaled: its total, 1 / it, M products
     assert machine_step_flops(layout, m) == softmax + mixing + gates
     controller = 2 * (2 * 8 + 8 * 8 + 8 * (23 + 1))
     assert controller_flops(model.controller) == controller
