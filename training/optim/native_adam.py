@@ -10,9 +10,10 @@ torch's capturable, differentiable or decoupled weight decay modes. Anywhere els
 torch's step. The update agrees with torch's to float rounding (``tests/test_native_adam.py``).
 
 Torch wraps ``Optimizer.add_param_group``, ``zero_grad``, ``state_dict`` and ``load_state_dict``
-in ``torch._disable_dynamo``, whose first call imports ``torch._dynamo``: about 2 s of a
-`nram train --task access` that otherwise takes 5. The C update never runs under
-``torch.compile``, so :class:`NativeAdam` calls the functions those wrappers wrap.
+in ``torch._disable_dynamo``, whose first call imports ``torch._dynamo``, about 2 s (`nram
+train --task access` took 8.3 s from start to exit with it, 6.2 s without, ``docs/speed.md``).
+The C update never runs under ``torch.compile``, so :class:`NativeAdam` calls the functions
+those wrappers wrap.
 """
 
 from __future__ import annotations
