@@ -40,13 +40,15 @@ GATE_ARITY: dict[str, int] = {
 """Number of inputs each gate reads (write: address, value)."""
 
 RESCALED_GATES: frozenset[str] = frozenset({"read", "add", "sub", "min", "max"})
-"""Gates whose output's total probability is the product of their inputs' (READ's: of the
-address's and the memory rows'), which the machine divides by its total (:mod:`nram.machine`).
-In exact arithmetic every total is 1. In float32 each gate's rounding leaves it off by about
-1e-7, and products compound that: a circuit that feeds such gates into each other through its
-registers can grow the error tenfold per timestep until it overflows to NaN (docs/harder.md,
-Permutation seed 1). The other gates' totals are their input's (INC, DEC) or exactly 1 (LT,
-LE, EQ: ``[1 - p, p]``), so they cannot compound it. The paper lists re-normalising
+"""Gates whose output's total probability is a product of totals: ADD, SUB, MIN and MAX give
+the product of their inputs' totals, READ the address's total times an average of the memory
+rows' totals. The machine divides these outputs by their total (:mod:`nram.machine`); the gate
+functions here stay the paper's. In exact arithmetic every total is 1. In float32 each gate's
+rounding leaves it off by about 1e-7, and products compound that: a circuit that feeds such
+gates into each other through its registers can grow the error tenfold per timestep until it
+overflows to NaN (docs/harder.md, Permutation seed 1). The other gates' totals are their
+input's (INC, DEC) or exactly 1 (LT, LE, EQ: ``[1 - p, p]``), and WRITE and every choice's
+mixture are convex combinations, so none of them can compound it. The paper lists re-normalising
 distributions among its training tricks (section 6.1) without saying which; these are the ones
 where rounding compounds."""
 

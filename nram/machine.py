@@ -8,9 +8,10 @@ choice weights ``[B, num_slots, R+Q]`` (rows are softmaxes, zero on missing opti
 
 The gates in :data:`nram.gates.RESCALED_GATES` divide their output by its total, which is 1
 up to float rounding, so that rounding cannot compound from step to step. The backward takes
-that total as 1: the gradient at a rescaled output ``y`` is ``g - <g, y>``, the exact one of
-``x / sum(x)`` at a sum of 1 (its constant shift leaves every gradient on the simplex, where
-training moves, unchanged; finite differences off the simplex need it).
+that total as 1 (dropping a factor 1 / total that differs from 1 by the rounding): the gradient
+at a rescaled output ``y`` is ``g - <g, y>``, the exact one of ``x / sum(x)`` at a sum of 1.
+Subtracting ``<g, y>`` changes no derivative along the simplex, where training moves; it
+matters to finite differences off it (``gradcheck``).
 
 Inside, the step works value-major (see :mod:`nram.gates`): memory ``[M, M, B]``, registers
 ``[R, M, B]``, weights ``[R+Q, slots, B]``, so the batch is the innermost, contiguous

@@ -400,8 +400,9 @@ void nram_step_forward(long M, long B, long R, long Q, long S, const int *gate, 
 
 /* Its backward for examples [begin, end), from what the forward saved (memory before the step,
    weights, mixed, sources) and the gradients of its outputs: grad_memory [M, M, B],
-   grad_sources [K, M, B] (the first R are the registers' gradients), grad_weights [K, S, B];
-   grad_slots [S, M, B] is scratch. */
+   grad_sources [K, M, B] (the first R are the registers' gradients; a rescaled gate's row ends
+   holding the gradient before its rescale), grad_weights [K, S, B]; grad_slots [S, M, B] is
+   scratch. */
 void nram_step_backward(long M, long B, long R, long Q, long S, const int *gate, const int *first_slot,
                         long begin, long end, const REAL *memory, const REAL *weights, const REAL *mixed,
                         const REAL *sources, const REAL *grad_new_memory, const REAL *grad_new_registers,

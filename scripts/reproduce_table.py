@@ -57,7 +57,7 @@ def train_and_evaluate(task: str, seed: int, device: str, out_root: Path, exampl
             "steps_trained": trainer.step, "population": config.population,
             "member_steps": trainer.step * config.population, "restarts": int(trainer.counters["restarts"]),
             "seconds": None if seconds is None else round(seconds, 1), "train_error": train_error, "soft": soft,
-            "discrete": discrete, "rescaled_gates": True}
+            "discrete": discrete, **({} if existing else {"rescaled_gates": True})}
 
 
 def solved(record: dict) -> bool:
@@ -136,8 +136,9 @@ def markdown(records: list[dict], device: str) -> str:
                   "longest example's), with the same config; not yet re-run."]
     if any("rescaled_gates" not in r for r in records):
         lines += ["", "† Trained before the gates of `nram.gates.RESCALED_GATES` divided their output by its total "
-                  "(session 17): the same machine in exact arithmetic, and its checkpoints score the same "
-                  "(`docs/harder.md`), but the same seeds would now train along other paths; not yet re-run."]
+                  "(session 17), or scored with --existing from a run the table cannot date: the same machine in exact "
+                  "arithmetic, and the checkpoints checked score the same (`docs/harder.md`), but the same seeds "
+                  "would now train along other paths; not yet re-run."]
     return "\n".join(lines) + "\n"
 
 

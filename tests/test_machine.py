@@ -25,7 +25,9 @@ def brute_force_table(name, size, dtype):
 
 
 def reference_step(memory, registers, weights, layout):
-    """The paper's timestep written out plainly: stack the sources, mix, apply each gate."""
+    """The paper's timestep written out plainly: stack the sources, mix, apply each gate. It does
+    not rescale (nram.gates.RESCALED_GATES): on the simplex, where the tests compare, that changes
+    only rounding."""
     size = memory.shape[-1]
     sources = [registers[:, r] for r in range(layout.num_registers)]
     slot = 0
@@ -118,7 +120,7 @@ def test_memory_stays_a_distribution_for_fifty_steps_in_float32(controller, step
 def test_rescaled_gates_keep_a_drifting_total_from_compounding(gate, step_backend):
     """The register replaced by ``gate`` of itself at every step. From a total of 1.001 in the
     register and the memory rows, the total would grow as 1.001 ** (2 ** t) for ADD, SUB, MIN,
-    MAX (overflowing by step 20) and as 1.001 ** t for READ. Rescaled, it is 1 after one step."""
+    MAX (overflowing by step 20) and as 1.001 ** (t + 1) for READ. Rescaled, it is 1 after one step."""
     layout = CircuitLayout(1, (gate,))
     weights = torch.zeros(2, layout.num_slots, layout.num_sources)
     weights[:, :GATE_ARITY[gate], 0] = 1.0  # the gate reads the register

@@ -1,6 +1,7 @@
 """NativeAdam (its update in one C call) against torch.optim.Adam, the reference it must equal."""
 
 import copy
+import os
 import subprocess
 import sys
 
@@ -159,5 +160,7 @@ Trainer(config, {str(tmp_path)!r}, progress=False).train()
 Trainer(TrainConfig(**{{**config.to_dict(), "steps": 6}}), {str(tmp_path)!r}, resume=True, progress=False).train()
 assert "torch._dynamo" not in sys.modules, "torch._dynamo was imported"
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    environment = {name: value for name, value in os.environ.items() if name != "NRAM_NATIVE"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env=environment)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -11,7 +11,8 @@ torch's step. The update agrees with torch's to float rounding (``tests/test_nat
 
 Torch wraps ``Optimizer.add_param_group``, ``zero_grad``, ``state_dict`` and ``load_state_dict``
 in ``torch._disable_dynamo``, whose first call imports ``torch._dynamo``, about 2 s (`nram
-train --task access` took 8.3 s from start to exit with it, 6.2 s without, ``docs/speed.md``).
+train --task access` took 8.3-8.6 s from start to exit before, 6.2-6.3 s after this and a lazy
+networkx import, ``docs/speed.md``).
 The C update never runs under ``torch.compile``, so :class:`NativeAdam` calls the functions
 those wrappers wrap.
 """
@@ -50,22 +51,22 @@ class NativeAdam(torch.optim.Adam):
     """``torch.optim.Adam`` whose update of CPU float parameters is one C call (:class:`AdamUpdate`)."""
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """As torch's; the next step prepares its update again."""
-        _undecorated(torch.optim.Optimizer.add_param_group)(self, param_group)
+        """As torch's (without importing torch._dynamo); the next step prepares its update again."""
+        _undecorated(torch.optim.Adam.add_param_group)(self, param_group)
         self._plans: list[_GroupPlan] | None = None
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """As torch's; the loaded state tensors replace the prepared ones."""
-        _undecorated(torch.optim.Optimizer.load_state_dict)(self, state_dict)
+        """As torch's (without importing torch._dynamo); the loaded state tensors replace the prepared ones."""
+        _undecorated(torch.optim.Adam.load_state_dict)(self, state_dict)
         self._plans = None
 
     def state_dict(self) -> dict[str, Any]:
-        """As torch's."""
-        return _undecorated(torch.optim.Optimizer.state_dict)(self)
+        """As torch's, without importing torch._dynamo (the module docstring says why)."""
+        return _undecorated(torch.optim.Adam.state_dict)(self)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """As torch's."""
-        _undecorated(torch.optim.Optimizer.zero_grad)(self, set_to_none)
+        """As torch's, without importing torch._dynamo (the module docstring says why)."""
+        _undecorated(torch.optim.Adam.zero_grad)(self, set_to_none)
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One Adam step over every parameter that has a gradient; returns ``closure()`` if given."""
