@@ -1,18 +1,13 @@
 """NativeAdam (its update in one C call) against torch.optim.Adam, the reference it must equal."""
 
 import copy
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from nram import native
 from nram.native_training import AdamUpdate
-from training.config import TrainConfig
 from training.optim import NativeAdam
-from training.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(native.library("double") is None, reason="no C compiler")
 
@@ -138,29 +133,3 @@ def test_the_update_refuses_tensors_it_cannot_read():
         update([torch.zeros(4, 3, dtype=torch.float32)], [1.0], lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8,
                weight_decay=0.0, maximize=False)
     assert not params[0].any()
-
-
-@pytest.mark.parametrize("controller, expected", [("mlp", NativeAdam), ("lstm", torch.optim.Adam)])
-def test_the_trainer_steps_the_one_call_rollout_with_native_adam_and_the_rest_with_torchs(tmp_path, controller,
-                                                                                          expected):
-    config = TrainConfig(task="access", controller=controller, optimizer="adam", hidden_size=8, batch_size=4)
-    assert type(Trainer(config, tmp_path, progress=False).optimizer) is expected
-
-
-def test_a_one_call_mlp_run_never_imports_torch_dynamo(tmp_path):
-    """torch's optimizer methods import torch._dynamo (about 2 s) on their first call; NativeAdam's
-    must not, through a whole run: construction, steps, zero_grad, a checkpoint and its resume."""
-    script = f"""
-import sys
-from training.config import TrainConfig
-from training.trainer import Trainer
-config = TrainConfig(task="access", optimizer="adam", hidden_size=8, batch_size=4, min_length=2, max_length=3,
-                     steps=4, eval_every=2, eval_examples=8, checkpoint_every=2)
-Trainer(config, {str(tmp_path)!r}, progress=False).train()
-Trainer(TrainConfig(**{{**config.to_dict(), "steps": 6}}), {str(tmp_path)!r}, resume=True, progress=False).train()
-assert "torch._dynamo" not in sys.modules, "torch._dynamo was imported"
-"""
-    environment = {name: value for name, value in os.environ.items() if name != "NRAM_NATIVE"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                            env=environment)
-    assert result.returncode == 0, result.stderr[-2000:]

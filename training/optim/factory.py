@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from .dynamo_free import DynamoFreeSGD
 from .native_adam import NativeAdam
 from .random_bases import FixedProjectionDescent, RandomBasesDescent
 
@@ -25,10 +26,11 @@ def make_optimizer(name: str, params: Iterable[Any], *, native: bool = False, **
 
     ``"sgd"`` and ``"adam"`` are torch's own classes, in their fused form unless ``fused=False``
     is passed (one kernel over all parameters: NRAM controllers have a few small tensors, so
-    the per-tensor loop of the default form costs more than the arithmetic); with ``native``,
-    ``"adam"`` is :class:`NativeAdam`, torch's Adam with its CPU update in one C call, which
-    the one-call C training rollout steps with (it rounds differently from torch's kernel, so
-    other paths keep torch's); ``"rbd"`` is :class:`RandomBasesDescent`, ``"fpd"``
+    the per-tensor loop of the default form costs more than the arithmetic). With ``native``,
+    for the one-call C training rollout, whose runs otherwise never import ``torch._dynamo``:
+    ``"adam"`` is :class:`NativeAdam`, torch's Adam with its CPU update in one C call (it
+    rounds differently from torch's kernel, so other paths keep torch's), and ``"sgd"`` is
+    :class:`DynamoFreeSGD`, torch's SGD without the wrappers that import it. ``"rbd"`` is :class:`RandomBasesDescent`, ``"fpd"``
     :class:`FixedProjectionDescent`. ``params`` is
     anything torch optimizers take: parameters, ``(name, parameter)`` pairs or param groups.
     For ``"rbd"``/``"fpd"`` with per-module compartments (their default) pass names::
@@ -43,4 +45,5 @@ def make_optimizer(name: str, params: Iterable[Any], *, native: bool = False, **
         raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZER_NAMES)}")
     if name in ("sgd", "adam"):
         kwargs.setdefault("fused", True)
-    return (NativeAdam if native and name == "adam" else OPTIMIZERS[name])(params, **kwargs)
+    native_classes = {"adam": NativeAdam, "sgd": DynamoFreeSGD} if native else {}
+    return native_classes.get(name, OPTIMIZERS[name])(params, **kwargs)

@@ -9,12 +9,10 @@ float64 parameters that all have a contiguous gradient, no closure, no amsgrad, 
 torch's capturable, differentiable or decoupled weight decay modes. Anywhere else it takes
 torch's step. The update agrees with torch's to float rounding (``tests/test_native_adam.py``).
 
-Torch wraps ``Optimizer.add_param_group``, ``zero_grad``, ``state_dict`` and ``load_state_dict``
-in ``torch._disable_dynamo``, whose first call imports ``torch._dynamo``, about 2 s (`nram
-train --task access` took 8.3-8.6 s from start to exit before, 6.2-6.3 s after this and a lazy
-networkx import, ``docs/speed.md``).
-The C update never runs under ``torch.compile``, so :class:`NativeAdam` calls the functions
-those wrappers wrap.
+Its other calls, and torch's step where it takes it, skip the wrappers that import
+``torch._dynamo`` (:class:`training.optim.dynamo_free.DynamoFreeOptimizer`): `nram train --task
+access` took 8.3-8.6 s from start to exit before that and a lazy networkx import, 6.2-6.3 s after
+(``docs/speed.md``).
 """
 
 from __future__ import annotations
@@ -28,14 +26,10 @@ from torch import Tensor
 from nram import native
 from nram.native_training import AdamUpdate
 
+from .dynamo_free import DynamoFreeOptimizer
+
 TORCH_ONLY_OPTIONS = ("amsgrad", "capturable", "differentiable", "decoupled_weight_decay")
 """Adam options that ``nram_adam`` does not implement: a group with any of them set takes torch's step."""
-
-
-def _undecorated(method: Callable) -> Callable:
-    """The function a ``torch._disable_dynamo`` wrapper wraps (``functools.wraps`` keeps it), or
-    ``method`` itself if a later torch stops wrapping it."""
-    return getattr(method, "__wrapped__", method)
 
 
 class _GroupPlan(NamedTuple):
@@ -47,26 +41,18 @@ class _GroupPlan(NamedTuple):
     counts: list[float]
 
 
-class NativeAdam(torch.optim.Adam):
+class NativeAdam(DynamoFreeOptimizer, torch.optim.Adam):
     """``torch.optim.Adam`` whose update of CPU float parameters is one C call (:class:`AdamUpdate`)."""
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """As torch's (without importing torch._dynamo); the next step prepares its update again."""
-        _undecorated(torch.optim.Adam.add_param_group)(self, param_group)
+        """As torch's; the next step prepares its update again."""
+        super().add_param_group(param_group)
         self._plans: list[_GroupPlan] | None = None
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """As torch's (without importing torch._dynamo); the loaded state tensors replace the prepared ones."""
-        _undecorated(torch.optim.Adam.load_state_dict)(self, state_dict)
+        """As torch's; the loaded state tensors replace the prepared ones."""
+        super().load_state_dict(state_dict)
         self._plans = None
-
-    def state_dict(self) -> dict[str, Any]:
-        """As torch's, without importing torch._dynamo (the module docstring says why)."""
-        return _undecorated(torch.optim.Adam.state_dict)(self)
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """As torch's, without importing torch._dynamo (the module docstring says why)."""
-        _undecorated(torch.optim.Adam.zero_grad)(self, set_to_none)
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One Adam step over every parameter that has a gradient; returns ``closure()`` if given."""
