@@ -7,7 +7,9 @@ trained at M = 8 run unchanged at M = 64.
 
 Every controller has ``initial_state(batch_size, device)``, ``features(inputs, state) ->
 (hidden [B, H], state)`` and ``readout_weight() -> (weight, bias)``, the linear map from
-hidden to logits; ``forward`` is the two together. The machine uses them apart, taking the
+hidden to logits; ``forward`` is the two together. The MLP's and the LSTM's ``features`` also
+run a population's P controllers at once (``MEMBER_AXIS``: weights, inputs and state with a
+leading member axis, :func:`member_linear`). The machine uses them apart, taking the
 read-out once per rollout and computing the logits batch-last (``[num_logits, B]``, see
 :func:`nram.circuit.spread_logits`). Controllers with
 dropout also have ``resample(generator)``, which draws the dropout pattern for a rollout.
@@ -30,11 +32,24 @@ TABLE_MAX_REGISTERS = 12
 """The most registers a table controller takes: 4,096 columns of logits."""
 
 
+def member_linear(inputs: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``F.linear`` for one weight (``[B, in]``, ``[out, in]``, ``[out]``) or for P members at once:
+    inputs ``[P, B, in]``, weight ``[P, out, in]``, bias ``[P, out]`` -> ``[P, B, out]``, one batched matmul."""
+    if weight.dim() == 2:
+        return F.linear(inputs, weight, bias)
+    if bias is None:
+        return torch.bmm(inputs, weight.transpose(1, 2))
+    return torch.baddbmm(bias.unsqueeze(1), inputs, weight.transpose(1, 2))
+
+
 class MLPController(nn.Module):
     """A feed-forward controller: ``inputs -> [Linear, ReLU] x layers -> Linear -> logits``.
 
     It has no memory of its own beyond the registers (the paper's feed-forward variant).
     """
+
+    MEMBER_AXIS = True
+    """``features`` runs P members at once given weights ``[P, ...]`` and inputs ``[P, B, R]``."""
 
     def __init__(self, input_size: int, output_size: int, hidden_size: int = 64, num_layers: int = 2):
         super().__init__()
@@ -59,7 +74,7 @@ class MLPController(nn.Module):
         """
         hidden = inputs
         for layer in self.hidden_layers:
-            hidden = torch.relu(F.linear(hidden, layer.weight, layer.bias))
+            hidden = torch.relu(member_linear(hidden, layer.weight, layer.bias))
         return hidden, None
 
     def readout_weight(self) -> tuple[Tensor, Tensor]:
@@ -73,6 +88,9 @@ class MLPController(nn.Module):
 
 class LSTMController(nn.Module):
     """A recurrent controller: an LSTM cell over the register flags, then a linear read-out."""
+
+    MEMBER_AXIS = True
+    """``features`` runs P members at once given weights ``[P, ...]``, inputs ``[P, B, R]`` and state ``[P, B, H]``."""
 
     def __init__(self, input_size: int, output_size: int, hidden_size: int = 64):
         super().__init__()
@@ -90,11 +108,11 @@ class LSTMController(nn.Module):
         """inputs ``[B, R]``, state ``(h, c)`` -> (h ``[B, H]``, new state).
 
         The cell's equations written out (``nn.LSTMCell``'s, to float rounding) rather than its
-        fused kernel, which ``torch.vmap`` cannot batch: a population runs this per member.
+        fused kernel, so that a population runs them for all its members at once (``MEMBER_AXIS``).
         """
         h, c = state
         cell = self.cell
-        gates = F.linear(inputs, cell.weight_ih, cell.bias_ih) + F.linear(h, cell.weight_hh, cell.bias_hh)
+        gates = member_linear(inputs, cell.weight_ih, cell.bias_ih) + member_linear(h, cell.weight_hh, cell.bias_hh)
         i, f, g, o = gates.chunk(4, dim=-1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)

@@ -1,8 +1,10 @@
 """A population: P NRAMs of one architecture as one module, with a leading member axis.
 
 Every controller weight of shape ``[...]`` is stored as ``[P, ...]``. The controller runs for
-all members at once through ``torch.vmap`` over a functional call of one template controller,
-so each layer is one batched matmul whatever the controller kind (mlp, lstm, gated, table). The
+all members at once, each layer one batched matmul: the MLP and the LSTM through their own
+``features`` (written for a leading member axis, ``MEMBER_AXIS``), any other kind (gated,
+table) through ``torch.vmap`` over a functional call of one template controller, which costs
+more per step. The
 machine has no weights: it runs every member's examples as one batch of ``P * b`` rows,
 member-major (rows ``i*b .. (i+1)*b - 1`` are member i's). Members share nothing, so a
 member's rollout and gradient depend only on its own weights and examples
@@ -53,6 +55,8 @@ class MemberController(nn.Module):
                 if parameter is not None:
                     stacked = parameter.detach().unsqueeze(0).repeat(size, *([1] * parameter.dim()))
                     module._parameters[name] = nn.Parameter(stacked, requires_grad=parameter.requires_grad)
+        self.member_axis = getattr(template, "MEMBER_AXIS", False)
+        """Whether the stacked controller's own ``features`` runs all members (else ``torch.vmap``)."""
         # Kept out of the module tree (a tuple), so its meta-device weights are never parameters.
         self._template = (_Features(copy.deepcopy(template).to("meta")),)
 
@@ -78,6 +82,8 @@ class MemberController(nn.Module):
 
     def features(self, inputs: Tensor, state: Any) -> tuple[Tensor, Any]:
         """flags ``[P, b, R]``, state -> (hidden ``[P, b, H]``, new state), each member on its own weights."""
+        if self.member_axis:
+            return self.stacked.features(inputs, state)
         template = self._template[0]
         params = {f"controller.{name}": value for name, value in self.stacked.named_parameters()}
 
