@@ -61,7 +61,7 @@ def test_dynamo_free_sgd_takes_torchs_state_dict_and_continues_as_torchs_would()
         assert torch.equal(a, b)
 
 
-def test_a_closure_is_evaluated_with_gradients_enabled():
+def test_a_closure_is_passed_on_and_its_loss_returned():
     param = torch.nn.Parameter(torch.tensor([2.0]))
     optimizer = DynamoFreeSGD([param], lr=0.1)
 
@@ -75,6 +75,33 @@ def test_a_closure_is_evaluated_with_gradients_enabled():
     assert torch.allclose(param.detach(), torch.tensor([2.0 - 0.1 * 4.0]))
 
 
+@pytest.mark.parametrize("grad_mode", [torch.no_grad, torch.enable_grad])
+def test_a_step_leaves_the_callers_grad_mode_as_it_was(grad_mode):
+    param = torch.nn.Parameter(torch.ones(3))
+    param.grad = torch.ones(3)
+    optimizer = DynamoFreeSGD([param], lr=0.1, foreach=False)
+    with grad_mode():
+        expected = torch.is_grad_enabled()
+        optimizer.step()
+        assert torch.is_grad_enabled() == expected
+
+
+@pytest.mark.parametrize("optimizer_class, options", [(DynamoFreeSGD, {}), (NativeAdam, {"amsgrad": True})])
+def test_step_hooks_run_once_per_step_after_torchs_own_classes_were_built(optimizer_class, options):
+    """Torch patches each optimizer class's step with its hooks on first use; the unwrapped
+    step must not run them twice (NativeAdam with amsgrad takes torch's step)."""
+    torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1)
+    torch.optim.Adam([torch.nn.Parameter(torch.ones(1))], lr=0.1)
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = optimizer_class([param], lr=0.1, **options)
+    calls = []
+    optimizer.register_step_pre_hook(lambda *_: calls.append(1))
+    for _ in range(3):
+        param.grad = torch.ones(3)
+        optimizer.step()
+    assert len(calls) == 3
+
+
 @needs_c
 @pytest.mark.parametrize("controller, optimizer, expected", [
     ("mlp", "adam", NativeAdam), ("lstm", "adam", torch.optim.Adam),
@@ -86,18 +113,19 @@ def test_the_one_call_rollout_steps_with_the_dynamo_free_optimizers_and_the_rest
 
 
 @needs_c
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_a_one_call_mlp_run_never_imports_torch_dynamo(tmp_path, optimizer):
+@pytest.mark.parametrize("optimizer, entropy_bonus", [("adam", 0.0), ("sgd", 0.0), ("sgd", 0.05)])
+def test_a_one_call_mlp_run_never_imports_torch_dynamo(tmp_path, optimizer, entropy_bonus):
     """torch's optimizer methods import torch._dynamo (about 2 s) on their first call; the one-call
     path's optimizers must not, through a whole run: construction, steps, zero_grad, a checkpoint
-    and its resume."""
+    and its resume, with rollouts in one C call or (with an entropy bonus, as Swap ships) through
+    autograd."""
     script = f"""
 import sys
-from nram import native
 from training.config import TrainConfig
 from training.trainer import Trainer
-config = TrainConfig(task="access", optimizer={optimizer!r}, momentum=0.9, hidden_size=8, batch_size=4,
-                     min_length=2, max_length=3, steps=4, eval_every=2, eval_examples=8, checkpoint_every=2)
+config = TrainConfig(task="access", optimizer={optimizer!r}, entropy_bonus={entropy_bonus!r}, momentum=0.9,
+                     hidden_size=8, batch_size=4, min_length=2, max_length=3, steps=4, eval_every=2, eval_examples=8,
+                     checkpoint_every=2)
 Trainer(config, {str(tmp_path)!r}, progress=False).train()
 Trainer(TrainConfig(**{{**config.to_dict(), "steps": 6}}), {str(tmp_path)!r}, resume=True, progress=False).train()
 assert "torch._dynamo" not in sys.modules, "torch._dynamo was imported"

@@ -5,7 +5,9 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from nram.controller import member_linear
 from nram.model import NRAM, MachineConfig, Rollout, rollout_loss
 from nram.population import PopulationNRAM
 from training.checkpoint import load_checkpoint
@@ -19,6 +21,21 @@ SMALL = dict(task="listk", min_length=1, max_length=3, memory_extra=2, timesteps
              hidden_size=16, batch_size=8, lr=0.01, gradient_noise=0.05, entropy_bonus=0.05, weight_decay=0.01,
              log_every=2, eval_every=100, eval_examples=16, checkpoint_every=100)
 CONTROLLERS = [("mlp", {}), ("lstm", {}), ("gated", {}), ("gated", {"gating": "decoupled"}), ("table", {})]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_member_linear_is_each_members_own_linear_map(bias):
+    generator = torch.Generator().manual_seed(0)
+    inputs, weight = torch.randn(4, 6, 3, generator=generator), torch.randn(4, 5, 3, generator=generator)
+    biases = torch.randn(4, 5, generator=generator) if bias else None
+    expected = torch.stack([F.linear(inputs[i], weight[i], biases[i] if bias else None) for i in range(4)])
+    assert torch.allclose(member_linear(inputs, weight, biases), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind, options", CONTROLLERS)
+def test_mlp_and_lstm_members_run_as_batched_matmuls_and_the_rest_through_vmap(kind, options):
+    config = MachineConfig(num_registers=3, hidden_size=16, controller=kind, controller_options=options)
+    assert PopulationNRAM(config, 2).controller.member_axis == (kind in ("mlp", "lstm"))
 
 
 @pytest.mark.parametrize("kind, options", CONTROLLERS)

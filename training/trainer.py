@@ -129,8 +129,8 @@ def new_curriculum(config: TrainConfig) -> FixedCurriculum | ZarembaCurriculum:
 
 def build_optimizer(config: TrainConfig, model: torch.nn.Module, native: bool = False) -> torch.optim.Optimizer:
     """The config's optimizer over the model, with only the arguments that optimizer takes; with
-    ``native``, Adam's update runs in C (:class:`training.optim.NativeAdam`), as the one-call C
-    rollout trains."""
+    ``native``, as the one-call C rollout trains, Adam's update runs in C
+    (:class:`training.optim.NativeAdam`) and SGD is :class:`training.optim.DynamoFreeSGD`."""
     kwargs: dict[str, Any] = {"lr": config.lr}
     params: Any = model.parameters()
     if config.optimizer in ("adam", "sgd"):
@@ -161,7 +161,7 @@ class Trainer:
         self.native_rollouts = (self.workers.world_size == 1 and config.gumbel_temperature == 0
                                 and self.model.trains_natively())
         """Whether rollouts without an entropy bonus train in one C call (:meth:`_train_rollout`),
-        and Adam's update runs in C too."""
+        with the optimizers :func:`build_optimizer` gives ``native``."""
         self.optimizer = build_optimizer(config, self.model, native=self.native_rollouts)
         data_parallel = self.workers.world_size > 1 and config.optimizer in ("adam", "sgd")
         self.forward_model = data_parallel_model(self.model) if data_parallel else self.model

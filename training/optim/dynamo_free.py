@@ -21,26 +21,27 @@ import torch
 
 class DynamoFreeOptimizer(torch.optim.Optimizer):
     """Mixin before a torch optimizer class (``class X(DynamoFreeOptimizer, torch.optim.SGD)``):
-    the same optimizer, its calls made without importing ``torch._dynamo`` (module docstring)."""
+    the same optimizer, its calls made without importing ``torch._dynamo`` (module docstring).
+    Each method calls the next class's own (``super()``), unwrapped."""
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """As torch's."""
-        inspect.unwrap(torch.optim.Optimizer.add_param_group)(self, param_group)
+        inspect.unwrap(super().add_param_group.__func__)(self, param_group)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """As torch's."""
-        inspect.unwrap(torch.optim.Optimizer.zero_grad)(self, set_to_none)
+        inspect.unwrap(super().zero_grad.__func__)(self, set_to_none)
 
     def state_dict(self) -> dict[str, Any]:
         """As torch's."""
-        return inspect.unwrap(torch.optim.Optimizer.state_dict)(self)
+        return inspect.unwrap(super().state_dict.__func__)(self)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As torch's."""
-        inspect.unwrap(torch.optim.Optimizer.load_state_dict)(self, state_dict)
+        inspect.unwrap(super().load_state_dict.__func__)(self, state_dict)
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """The torch class's step (the next class in the MRO), under the grad mode its wrapper sets."""
+        """The torch class's step, under the grad mode its wrapper sets."""
         torch_step = inspect.unwrap(super().step.__func__)
         with torch.set_grad_enabled(self.defaults.get("differentiable", False)):
             return torch_step(self, closure)

@@ -30,8 +30,8 @@ def make_optimizer(name: str, params: Iterable[Any], *, native: bool = False, **
     for the one-call C training rollout, whose runs otherwise never import ``torch._dynamo``:
     ``"adam"`` is :class:`NativeAdam`, torch's Adam with its CPU update in one C call (it
     rounds differently from torch's kernel, so other paths keep torch's), and ``"sgd"`` is
-    :class:`DynamoFreeSGD`, torch's SGD without the wrappers that import it. ``"rbd"`` is :class:`RandomBasesDescent`, ``"fpd"``
-    :class:`FixedProjectionDescent`. ``params`` is
+    :class:`DynamoFreeSGD`, torch's SGD without the wrappers that import it. ``"rbd"`` is
+    :class:`RandomBasesDescent`, ``"fpd"`` :class:`FixedProjectionDescent`. ``params`` is
     anything torch optimizers take: parameters, ``(name, parameter)`` pairs or param groups.
     For ``"rbd"``/``"fpd"`` with per-module compartments (their default) pass names::
 
