@@ -147,6 +147,27 @@ def test_restart_and_copy_reset_or_share_one_member_only(tmp_path):
     assert trainer.members[1].config.seed == SMALL.get("seed", 0) + 1  # keeps its own seed and batches
 
 
+@pytest.mark.parametrize("fresh, restarted", [(0.5, [5, 7]), (0.0, []), (1.0, [4, 5, 6, 7])])
+def test_exploitation_replaces_the_worst_by_fresh_weights_in_the_share_asked_and_copies_the_rest(tmp_path, fresh,
+                                                                                              restarted):
+    trainer = PopulationTrainer(TrainConfig(**SMALL, population=8, exploit_fraction=0.5, exploit_fresh=fresh),
+                                tmp_path, progress=False)
+    trainer.train_step()
+    before = [trainer.model.member_state(i) for i in range(8)]
+    trainer.exploit_and_explore(torch.arange(8.0))  # member i has error i: 0-3 are the best half, 4-7 the worst
+    for index in range(8):
+        state = trainer.model.member_state(index)
+        kept = all(torch.equal(before[index][k], v) for k, v in state.items())
+        copied = [source for source in range(4) if all(torch.equal(before[source][k], v) for k, v in state.items())]
+        if index < 4:
+            assert kept, index
+        elif index in restarted:
+            assert trainer.members[index].counters["restarts"] == 1 and not kept and not copied, index
+        else:
+            assert trainer.members[index].counters["restarts"] == 0 and len(copied) == 1, index
+    assert trainer.counters["restarts"] == len(restarted) and trainer.counters["exploited"] == 4 - len(restarted)
+
+
 def test_the_run_stops_at_the_first_solved_member_and_saves_it_as_an_ordinary_checkpoint(tmp_path, capsys):
     settings = dict(SMALL, population=3, restart_every=4, restart_above=1.0, stop_when_solved=True, steps=20)
     trainer = PopulationTrainer(TrainConfig(**settings), tmp_path, progress=False)
@@ -169,6 +190,7 @@ def test_the_run_stops_at_the_first_solved_member_and_saves_it_as_an_ordinary_ch
     ({"population": 3, "population_ranges": {"momentum": [0.1, 0.2]}}, "unknown setting 'momentum'"),
     ({"population": 1, "population_ranges": {"lr": [0.01, 0.1]}}, "needs population >= 2"),
     ({"population": 3, "exploit_fraction": 0.9}, "exploit_fraction"),
+    ({"population": 3, "exploit_fresh": 1.5}, "exploit_fresh"),
 ])
 def test_bad_population_settings_are_refused(setting, message):
     with pytest.raises(ValueError, match=message):

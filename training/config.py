@@ -30,7 +30,7 @@ from tasks import get_task
 
 FINITE_SETTINGS = ("lr", "weight_decay", "momentum", "clip_value", "clip_norm", "gradient_noise", "entropy_bonus",
                    "entropy_decay", "log_eps", "promote_below", "dropout_p", "restart_above", "timesteps_per_length",
-                   "exploit_fraction", "gumbel_temperature")
+                   "exploit_fraction", "exploit_fresh", "gumbel_temperature")
 """Float settings that must not be inf or NaN (NaN would silently switch a feature off)."""
 NON_NEGATIVE_SETTINGS = ("steps", "memory_extra", "timesteps", "timesteps_per_length", "weight_decay", "momentum",
                          "clip_value", "clip_norm", "gradient_noise", "entropy_bonus", "gumbel_temperature",
@@ -153,11 +153,15 @@ class TrainConfig:
     config's own values."""
     exploit_every: int = 0
     """Population-based training: every this many steps the worst ``exploit_fraction`` of the
-    members (by error over the training lengths) are replaced, alternately by a copy of a
-    random member of the best ``exploit_fraction`` with each ranged hyperparameter multiplied
-    by 0.8 or 1.25, and by fresh weights; 0 never."""
+    members (by error over the training lengths) are replaced: a share ``exploit_fresh`` of them
+    by fresh weights, the others by a copy of a random member of the best ``exploit_fraction``
+    with each ranged hyperparameter multiplied by 0.8 or 1.25; 0 never."""
     exploit_fraction: float = 0.25
     """See exploit_every."""
+    exploit_fresh: float = 0.5
+    """Share of the members replaced at an exploitation that start again from fresh weights; the
+    rest copy a better member. 0.5 alternates the two; 0 is population-based training's truncation
+    selection alone, which spends every replacement on the best lineages."""
 
     log_every: int = 50
     """Steps between scalar logs (loss, error, grad norm, lr, curriculum level)."""
@@ -216,6 +220,7 @@ class TrainConfig:
              f"device must be cpu, cuda or cuda:N, got {self.device!r}"),
             (0 <= self.restart_above <= 1, f"restart_above must be in [0, 1], got {self.restart_above}"),
             (0 < self.exploit_fraction <= 0.5, f"exploit_fraction must be in (0, 0.5], got {self.exploit_fraction}"),
+            (0 <= self.exploit_fresh <= 1, f"exploit_fresh must be in [0, 1], got {self.exploit_fresh}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -374,16 +374,18 @@ class PopulationTrainer(Trainer):
         return best_error
 
     def exploit_and_explore(self, errors: Tensor) -> None:
-        """The worst ``exploit_fraction`` of the members (by ``errors`` ``[P]``) are replaced:
-        alternately by a perturbed copy of a random member of the best fraction, and by fresh weights."""
+        """The worst ``exploit_fraction`` of the members (by ``errors`` ``[P]``) are replaced: a
+        share ``exploit_fresh`` by fresh weights, spread evenly over them (0.5 alternates), the
+        others by a perturbed copy of a random member of the best fraction."""
         count = max(1, int(self.config.exploit_fraction * self.config.population))
+        share = self.config.exploit_fresh
         order = torch.argsort(errors, stable=True).tolist()
         best, worst = order[:count], order[-count:]
         for rank, index in enumerate(worst):
-            if rank % 2 == 0:
-                self.copy_member(best[int(torch.randint(count, (), generator=self.choice_generator))], index)
-            else:
+            if math.floor((rank + 1) * share) > math.floor(rank * share):
                 self.restart_member(index)
+            else:
+                self.copy_member(best[int(torch.randint(count, (), generator=self.choice_generator))], index)
 
     # ---------------------------------------------------------------- checkpoints
     @property
