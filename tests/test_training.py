@@ -15,6 +15,8 @@ from training.checkpoint import load_checkpoint
 from training.cli import main
 from training.config import TrainConfig
 from training.signals import Interrupted
+import training.trainer
+from training.evaluate import evaluate
 from training.trainer import Trainer, TrainingDiverged
 
 SMALL = dict(task="access", min_length=2, max_length=4, timesteps=3, timesteps_per_length=0.0,
@@ -170,6 +172,30 @@ def test_a_signal_during_the_final_evaluation_still_leaves_the_checkpoint(tmp_pa
     with pytest.raises(Interrupted, match="at the end of the run"):
         trainer.train()
     assert Trainer(TrainConfig(**SMALL, steps=4), tmp_path, resume=True, progress=False).step == 4
+
+
+def test_evaluation_scores_each_length_once_per_weights(tmp_path, monkeypatch):
+    trainer = Trainer(TrainConfig(**SMALL), tmp_path, progress=False)
+    trainer.train_step()
+    scored = []
+    real = training.trainer.evaluate
+    monkeypatch.setattr(training.trainer, "evaluate", lambda model, task, lengths, **options:
+                        scored.append(list(lengths)) or real(model, task, lengths, **options))
+    first = trainer.evaluate([2, 3])
+    assert trainer.evaluate([3, 4]) and scored == [[2, 3], [4]]
+    assert trainer.evaluate([3], discrete=True) and trainer.evaluate([3], examples=8) and scored[2:] == [[3], [3]]
+    reference = real(trainer.model, trainer.task, [2, 3], memory_size_for=trainer.config.memory_size_for,
+                     timesteps_for=trainer.timesteps_for, examples=SMALL["eval_examples"], seed=0)
+    assert first == reference
+    def shift_a_bias():
+        with torch.no_grad():
+            trainer.model.controller.readout.bias.add_(1.0)
+
+    for change in (trainer.train_step, trainer.restart, shift_a_bias):
+        scored.clear()
+        change()
+        trainer.evaluate([2])
+        assert scored == [[2]]
 
 
 def test_nan_guard_skips_steps_then_aborts_with_a_clear_message(tmp_path):

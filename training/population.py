@@ -34,6 +34,7 @@ from training.config import RANGED_SETTINGS, TrainConfig
 from training.diagnostics import GateAdaptation
 from training.evaluate import cell_errors, evaluate, evaluation_batches, final_memory
 from training.optim.members import MEMBER_OPTIMIZERS
+from training.summaries import MemoryHeatmaps
 from training.trainer import ARCHITECTURE_KEYS, GUMBEL_SEED_OFFSET, RESTART_SEED_OFFSET, Trainer, attempt_ends, \
     build_optimizer, check_same_run, fresh_counters, gate_probes, new_curriculum, noise_std
 
@@ -485,8 +486,8 @@ class PopulationTrainer(Trainer):
         """The best member, as an ordinary model."""
         return self.model.member_model(self.best)
 
-    def _log_evaluation(self, writer: SummaryWriter, images: bool) -> list[dict]:
+    def _log_evaluation(self, writer: SummaryWriter, heatmaps: MemoryHeatmaps | None) -> list[dict]:
         for index, member in enumerate(self.members):
             if math.isfinite(member.error):
                 writer.add_scalar(f"member_{index}/train_error", member.error, self.step)
-        return super()._log_evaluation(writer, images)
+        return super()._log_evaluation(writer, heatmaps)

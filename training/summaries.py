@@ -2,61 +2,80 @@
 
 from __future__ import annotations
 
+import importlib
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator
 from torch.utils.tensorboard import SummaryWriter
 
 from nram.model import NRAM
 from tasks.base import Task
 from training.config import TrainConfig
 
-FIGURE_DPI = 100
-
 
 @torch.no_grad()
-def memory_figure(model: NRAM, task: Task, length: int, memory_size: int, steps: int, seed: int,
-                  device: torch.device) -> Figure:
-    """One example as a figure of three labelled heatmaps, ``P(cell i holds value j)``: the initial
-    memory, the machine's output distribution and the target, cells down and values across, on one
-    colour scale with its bar; the scored cells are framed in red in the output and the target."""
+def memory_panels(model: NRAM, task: Task, length: int, memory_size: int, steps: int, seed: int,
+                  device: torch.device) -> tuple[list[tuple[str, np.ndarray]], list[int]]:
+    """One example, drawn from ``seed``, as three ``[M, M]`` arrays of ``P(cell i holds value j)``: the
+    initial memory, the machine's output distribution after up to ``steps`` steps, and the target;
+    with the example's scored cells."""
     batch = task.sample(1, length, memory_size, torch.Generator().manual_seed(seed), device=device)
-    panels = [("initial memory", F.one_hot(batch.memory[0], memory_size).float()),
-              (f"output after up to {steps} steps", model.output_memory(batch.memory, steps)[0].float()),
-              ("target", F.one_hot(batch.target[0], memory_size).float())]
-    size = min(4.5, 2.0 + 0.12 * memory_size)
-    width, height = 3 * size + 1.8, size + 1.2
-    # Fixed margins, not a layout engine: "constrained" draws the figure several times (0.5 s more).
-    figure = Figure(figsize=(width, height), dpi=FIGURE_DPI)
-    figure.subplots_adjust(left=0.7 / width, right=1 - 1.3 / width, bottom=0.6 / height, top=1 - 0.75 / height,
-                           wspace=0.08)
-    axes = figure.subplots(1, 3, sharey=True)
+    panels = [("initial memory", F.one_hot(batch.memory[0], memory_size)),
+              (f"output after up to {steps} steps", model.output_memory(batch.memory, steps)[0]),
+              ("target", F.one_hot(batch.target[0], memory_size))]
     scored = batch.mask[0].nonzero().flatten().tolist()
-    for ax, (title, panel) in zip(axes, panels):
-        image = ax.imshow(panel.cpu().numpy(), cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest",
-                          aspect="equal")
-        ax.set_title(title)
-        ax.set_xlabel("value j")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0].set_ylabel("cell i")
-    for ax in axes[1:]:
-        for cell in scored:
-            ax.add_patch(Rectangle((-0.5, cell - 0.5), memory_size, 1, fill=False, edgecolor="red", linewidth=1.2))
-    figure.colorbar(image, ax=axes, label="P(cell i holds j)", shrink=0.9, fraction=0.03, pad=0.02)
-    figure.suptitle(f"{task.title}, length {length}, M = {memory_size} (red frames: the scored cells)")
-    return figure
+    return [(title, panel.float().cpu().numpy()) for title, panel in panels], scored
 
 
-def log_memory_heatmaps(writer: SummaryWriter, model: NRAM, task: Task, config: TrainConfig, step: int,
-                        device: torch.device) -> None:
-    """:func:`memory_figure` at the longest training length and at twice it, under ``memory/length_<n>``."""
-    for length in (config.max_length, 2 * config.max_length):
-        figure = memory_figure(model, task, length, config.memory_size_for(length), config.timesteps_for(length),
-                               config.seed, device)
-        writer.add_figure(f"memory/length_{length}", figure, step)
+class MemoryHeatmaps:
+    """The memory heatmaps of a run's TensorBoard log, drawn on one background thread.
+
+    Importing matplotlib (about a second, started as soon as this is made) and drawing would stall
+    the training loop. The CPU training step runs on one core and releases the GIL in its native
+    calls, so the thread mostly runs beside it. The machine's output is computed on the caller's
+    thread, at the step it is logged for; only the drawing waits. Call :meth:`close` before closing
+    the writer: it waits for every picture and raises a drawing's error.
+    """
+
+    def __init__(self, writer: SummaryWriter):
+        self.writer = writer
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nram-heatmaps")
+        self._pending: list[Future] = [self._thread.submit(importlib.import_module, "training.figures")]
+
+    def log(self, model: NRAM, task: Task, config: TrainConfig, step: int, device: torch.device) -> None:
+        """One example at the longest training length and one at twice it, under ``memory/length_<n>``:
+        labelled heatmaps of the initial memory, the output and the target, the scored cells framed."""
+        self._raise_failures()
+        for length in (config.max_length, 2 * config.max_length):
+            memory_size = config.memory_size_for(length)
+            panels, scored = memory_panels(model, task, length, memory_size, config.timesteps_for(length),
+                                           config.seed, device)
+            title = f"{task.title}, length {length}, M = {memory_size} (red frames: the scored cells)"
+            self._pending.append(self._thread.submit(self._draw, f"memory/length_{length}", panels, scored, title,
+                                                     step))
+
+    def _draw(self, tag: str, panels: list[tuple[str, np.ndarray]], scored: list[int], title: str,
+              step: int) -> None:
+        from training.figures import memory_image
+        self.writer.add_image(tag, memory_image(panels, scored, title), step, dataformats="HWC")
+        self.writer.flush()
+
+    def _raise_failures(self) -> None:
+        """Raise the error of a finished drawing, if one failed; forget the finished ones."""
+        for future in [future for future in self._pending if future.done()]:
+            self._pending.remove(future)
+            future.result()
+
+    def close(self) -> None:
+        """Wait for every picture asked for; raise the first drawing's error, if any."""
+        try:
+            for future in self._pending:
+                future.result()
+        finally:
+            self._pending.clear()
+            self._thread.shutdown()
 
 
 def log_hparams(writer: SummaryWriter, config: TrainConfig, final: list[dict]) -> None:

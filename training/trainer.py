@@ -32,7 +32,7 @@ from training.distributed import data_parallel_model, gather_objects, setup_work
 from training.evaluate import cell_errors, evaluate
 from training.optim import make_optimizer
 from training.signals import Interrupted, StopRequest
-from training.summaries import log_hparams, log_memory_heatmaps
+from training.summaries import MemoryHeatmaps, log_hparams
 
 CHECKPOINT_NAME = "checkpoint.pt"
 RANK_SEED_OFFSET = 1_000_003
@@ -175,6 +175,9 @@ class Trainer:
             if config.controller == "gated" else None
         self.step = 0
         self.counters: dict[str, float] = fresh_counters(config)
+        self._scores: dict[tuple[int, bool, int], dict] = {}
+        """Records :meth:`evaluate` computed for the weights of ``_scored_weights``."""
+        self._scored_weights: tuple[int, ...] | None = None
         if resume:
             self.restore(load_checkpoint(self.checkpoint_path, map_location=self.device))
 
@@ -439,10 +442,24 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
     def evaluate(self, lengths: list[int], discrete: bool = False, examples: int | None = None) -> list[dict]:
-        """Error by length at memory size M(n) and T(n) steps (see :func:`training.evaluate.evaluate`)."""
-        return evaluate(self.model, self.task, lengths, memory_size_for=self.config.memory_size_for,
-                        timesteps_for=self.timesteps_for, examples=examples or self.config.eval_examples,
-                        discrete=discrete, seed=self.config.seed, device=self.device)
+        """Error by length at memory size M(n) and T(n) steps (see :func:`training.evaluate.evaluate`).
+
+        The scores are a function of the weights, so a length scored before with the same weights
+        is not run again: a check, the periodic evaluation and the final table score the same
+        examples. The weights are the same while the step is and no parameter's version counter
+        moved (torch counts in-place changes: a restart, a load; the C step writes past it).
+        """
+        examples = examples or self.config.eval_examples
+        weights = (self.step, *(parameter._version for parameter in self.model.parameters()))
+        if self._scored_weights != weights:
+            self._scores, self._scored_weights = {}, weights
+        missing = [n for n in lengths if (n, discrete, examples) not in self._scores]
+        if missing:
+            for record in evaluate(self.model, self.task, missing, memory_size_for=self.config.memory_size_for,
+                                   timesteps_for=self.timesteps_for, examples=examples, discrete=discrete,
+                                   seed=self.config.seed, device=self.device):
+                self._scores[record["length"], discrete, examples] = record
+        return [dict(self._scores[n, discrete, examples]) for n in lengths]
 
     def eval_lengths(self) -> list[int]:
         """Training lengths plus 2x the longest one: what the periodic evaluation reports."""
@@ -461,6 +478,7 @@ class Trainer:
         # (the checkpoint follows its own step's logs), so a resumed run continues one history
         writer = SummaryWriter(log_dir=str(self.out_dir), purge_step=self.step + 1 if self.step else None) \
             if main else None
+        heatmaps = MemoryHeatmaps(writer) if writer else None
         bar = tqdm(total=config.steps, initial=self.step, desc=f"{config.task} seed {config.seed}",
                    unit="step", disable=not (self.progress and main), dynamic_ncols=True)
         final, evaluated_at = [], None
@@ -471,6 +489,7 @@ class Trainer:
                 if self._stop_requested(stop):
                     bar.close()
                     if writer:
+                        heatmaps.close()
                         writer.close()
                     path = self.save()
                     raise Interrupted(stop.signum, f"{signal.Signals(stop.signum).name} at step {self.step}: "
@@ -489,7 +508,7 @@ class Trainer:
                 if writer and self.step % config.eval_every == 0:
                     last = ended_by_caller or not self.continues()  # the final evaluation shows the memory too
                     images = last or self.step % config.image_every < config.eval_every
-                    final, evaluated_at = self._log_evaluation(writer, images), self.step
+                    final, evaluated_at = self._log_evaluation(writer, heatmaps if images else None), self.step
                 if self.step % config.checkpoint_every == 0:
                     self.save()
                 if ended_by_caller:
@@ -501,8 +520,9 @@ class Trainer:
             path = self.save()
             if writer:
                 if evaluated_at != self.step:
-                    final = self._log_evaluation(writer, images=True)
+                    final = self._log_evaluation(writer, heatmaps)
                 log_hparams(writer, config, final)
+                heatmaps.close()
                 writer.close()
             if stop.requested:
                 raise Interrupted(stop.signum, f"{signal.Signals(stop.signum).name} at the end of the run: "
@@ -539,14 +559,16 @@ class Trainer:
         """The model that evaluations report and heatmaps show."""
         return self.model
 
-    def _log_evaluation(self, writer: SummaryWriter, images: bool) -> list[dict]:
+    def _log_evaluation(self, writer: SummaryWriter, heatmaps: MemoryHeatmaps | None) -> list[dict]:
+        """Error by length (:meth:`eval_lengths`) into the log, and the memory heatmaps when
+        ``heatmaps`` is given (asked for first: they are drawn while the evaluation runs)."""
+        if heatmaps:
+            model = self.reported_model()
+            model.eval()
+            heatmaps.log(model, self.task, self.config, self.step, self.device)
+            model.train()
         records = self.evaluate(self.eval_lengths())
         for record in records:
             writer.add_scalar(f"eval/cell_error_length_{record['length']}", record["cell_error"], self.step)
-        if images:
-            model = self.reported_model()
-            model.eval()
-            log_memory_heatmaps(writer, model, self.task, self.config, self.step, self.device)
-            model.train()
         writer.flush()
         return records
