@@ -16,7 +16,6 @@ from training.cli import main
 from training.config import TrainConfig
 from training.signals import Interrupted
 import training.trainer
-from training.evaluate import evaluate
 from training.trainer import Trainer, TrainingDiverged
 
 SMALL = dict(task="access", min_length=2, max_length=4, timesteps=3, timesteps_per_length=0.0,
