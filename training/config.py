@@ -159,9 +159,10 @@ class TrainConfig:
     exploit_fraction: float = 0.25
     """See exploit_every."""
     exploit_fresh: float = 0.5
-    """Share of the members replaced at an exploitation that start again from fresh weights; the
-    rest copy a better member. 0.5 alternates the two; 0 is population-based training's truncation
-    selection alone, which spends every replacement on the best lineages."""
+    """Share of the members replaced at an exploitation that start again from fresh weights
+    (``floor(count * exploit_fresh)`` of the ``count`` replaced); the rest copy a better member.
+    0.5 alternates the two; 0 is population-based training's truncation selection alone, which
+    spends every replacement on the best lineages."""
 
     log_every: int = 50
     """Steps between scalar logs (loss, error, grad norm, lr, curriculum level)."""
@@ -169,7 +170,7 @@ class TrainConfig:
     """Steps between evaluations by length (the memory heatmaps go with some, see image_every)."""
     image_every: int = 1000
     """Memory heatmaps go to TensorBoard with the first evaluation at or after every multiple of
-    this many steps, and with the last one (each takes about a second of drawing on a CPU)."""
+    this many steps, and with the last one (drawn on a background thread, about 0.3 s each on a CPU)."""
     eval_examples: int = 256
     """Examples per length in those evaluations."""
     checkpoint_every: int = 500

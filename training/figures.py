@@ -1,6 +1,6 @@
 """The memory heatmap as an RGB image, drawn with matplotlib from numpy arrays.
 
-Nothing here imports torch, and :class:`training.summaries.MemoryHeatmaps` imports this module
+Nothing here imports torch, and :class:`training.heatmaps.MemoryHeatmaps` imports this module
 on a background thread, so matplotlib's import (about a second) runs beside training.
 """
 
@@ -28,7 +28,7 @@ def memory_image(panels: list[tuple[str, np.ndarray]], scored: list[int], title:
     figure = Figure(figsize=(width, height), dpi=FIGURE_DPI)
     figure.subplots_adjust(left=0.7 / width, right=1 - 1.3 / width, bottom=0.6 / height, top=1 - 0.75 / height,
                            wspace=0.08)
-    axes = figure.subplots(1, len(panels), sharey=True)
+    axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     for ax, (panel_title, panel) in zip(axes, panels):
         image = ax.imshow(panel, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
         ax.set_title(panel_title)

@@ -34,7 +34,7 @@ from training.config import RANGED_SETTINGS, TrainConfig
 from training.diagnostics import GateAdaptation
 from training.evaluate import cell_errors, evaluate, evaluation_batches, final_memory
 from training.optim.members import MEMBER_OPTIMIZERS
-from training.summaries import MemoryHeatmaps
+from training.heatmaps import MemoryHeatmaps
 from training.trainer import ARCHITECTURE_KEYS, GUMBEL_SEED_OFFSET, RESTART_SEED_OFFSET, Trainer, attempt_ends, \
     build_optimizer, check_same_run, fresh_counters, gate_probes, new_curriculum, noise_std
 
@@ -375,9 +375,10 @@ class PopulationTrainer(Trainer):
         return best_error
 
     def exploit_and_explore(self, errors: Tensor) -> None:
-        """The worst ``exploit_fraction`` of the members (by ``errors`` ``[P]``) are replaced: a
-        share ``exploit_fresh`` by fresh weights, spread evenly over them (0.5 alternates), the
-        others by a perturbed copy of a random member of the best fraction."""
+        """The worst ``exploit_fraction`` of the members (by ``errors`` ``[P]``) are replaced:
+        ``floor(count * exploit_fresh)`` of them by fresh weights, spread evenly over the ranks
+        (0.5: the second, fourth, ... least bad), the others by a perturbed copy of a random
+        member of the best fraction."""
         count = max(1, int(self.config.exploit_fraction * self.config.population))
         share = self.config.exploit_fresh
         order = torch.argsort(errors, stable=True).tolist()
@@ -460,7 +461,7 @@ class PopulationTrainer(Trainer):
 
     # ---------------------------------------------------------------- logs
     def evaluate(self, lengths: list[int], discrete: bool = False, examples: int | None = None) -> list[dict]:
-        """Error by length of the best member (see :meth:`Trainer.evaluate`)."""
+        """Error by length of the best member (as :meth:`Trainer.evaluate`, without its memo)."""
         return evaluate(self.model.member_model(self.best), self.task, lengths,
                         memory_size_for=self.config.memory_size_for, timesteps_for=self.config.timesteps_for,
                         examples=examples or self.config.eval_examples, discrete=discrete,

@@ -32,7 +32,8 @@ from training.distributed import data_parallel_model, gather_objects, setup_work
 from training.evaluate import cell_errors, evaluate
 from training.optim import make_optimizer
 from training.signals import Interrupted, StopRequest
-from training.summaries import MemoryHeatmaps, log_hparams
+from training.heatmaps import MemoryHeatmaps
+from training.summaries import log_hparams
 
 CHECKPOINT_NAME = "checkpoint.pt"
 RANK_SEED_OFFSET = 1_000_003
@@ -176,8 +177,8 @@ class Trainer:
         self.step = 0
         self.counters: dict[str, float] = fresh_counters(config)
         self._scores: dict[tuple[int, bool, int], dict] = {}
-        """Records :meth:`evaluate` computed for the weights of ``_scored_weights``."""
-        self._scored_weights: tuple[int, ...] | None = None
+        """:meth:`evaluate`'s records by (length, discrete, examples), for the weights ``_scores_key`` names."""
+        self._scores_key: tuple[int, ...] | None = None
         if resume:
             self.restore(load_checkpoint(self.checkpoint_path, map_location=self.device))
 
@@ -444,15 +445,17 @@ class Trainer:
     def evaluate(self, lengths: list[int], discrete: bool = False, examples: int | None = None) -> list[dict]:
         """Error by length at memory size M(n) and T(n) steps (see :func:`training.evaluate.evaluate`).
 
-        The scores are a function of the weights, so a length scored before with the same weights
-        is not run again: a check, the periodic evaluation and the final table score the same
-        examples. The weights are the same while the step is and no parameter's version counter
-        moved (torch counts in-place changes: a restart, a load; the C step writes past it).
+        A length scored before with the same weights is not run again, so a check, the periodic
+        evaluation and the final table at one step score each length once. The weights are named
+        by the step and every parameter's version counter: torch bumps the counter at each
+        in-place change (a restart, a load, a distilled program), and the C step, which writes
+        past it, always moves the step. A write through ``.data`` bumps nothing: clear ``_scores``
+        after one.
         """
         examples = examples or self.config.eval_examples
-        weights = (self.step, *(parameter._version for parameter in self.model.parameters()))
-        if self._scored_weights != weights:
-            self._scores, self._scored_weights = {}, weights
+        key = (self.step, *(parameter._version for parameter in self.model.parameters()))
+        if self._scores_key != key:
+            self._scores, self._scores_key = {}, key
         missing = [n for n in lengths if (n, discrete, examples) not in self._scores]
         if missing:
             for record in evaluate(self.model, self.task, missing, memory_size_for=self.config.memory_size_for,
@@ -478,11 +481,10 @@ class Trainer:
         # (the checkpoint follows its own step's logs), so a resumed run continues one history
         writer = SummaryWriter(log_dir=str(self.out_dir), purge_step=self.step + 1 if self.step else None) \
             if main else None
-        heatmaps = MemoryHeatmaps(writer) if writer else None
         bar = tqdm(total=config.steps, initial=self.step, desc=f"{config.task} seed {config.seed}",
                    unit="step", disable=not (self.progress and main), dynamic_ncols=True)
         final, evaluated_at = [], None
-        with StopRequest() as stop:
+        with StopRequest() as stop, MemoryHeatmaps(writer) if writer else contextlib.nullcontext() as heatmaps:
             if self.check_due():  # an earlier, shorter budget ended on a check that could not restart
                 self.check_attempt()
             while self.continues():
@@ -522,7 +524,7 @@ class Trainer:
                 if evaluated_at != self.step:
                     final = self._log_evaluation(writer, heatmaps)
                 log_hparams(writer, config, final)
-                heatmaps.close()
+                heatmaps.close()  # every picture in the log before it closes
                 writer.close()
             if stop.requested:
                 raise Interrupted(stop.signum, f"{signal.Signals(stop.signum).name} at the end of the run: "
@@ -562,7 +564,7 @@ class Trainer:
     def _log_evaluation(self, writer: SummaryWriter, heatmaps: MemoryHeatmaps | None) -> list[dict]:
         """Error by length (:meth:`eval_lengths`) into the log, and the memory heatmaps when
         ``heatmaps`` is given (asked for first: they are drawn while the evaluation runs)."""
-        if heatmaps:
+        if heatmaps is not None:
             model = self.reported_model()
             model.eval()
             heatmaps.log(model, self.task, self.config, self.step, self.device)
