@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
 from nram.model import NRAM
@@ -16,63 +17,99 @@ from tasks.base import Task
 from training.config import TrainConfig
 
 
-@torch.no_grad()
-def memory_panels(model: NRAM, task: Task, length: int, memory_size: int, steps: int, seed: int,
-                  device: torch.device | str) -> tuple[list[tuple[str, np.ndarray]], list[int]]:
-    """One example, drawn from ``seed``, as three ``[M, M]`` arrays of ``P(cell i holds value j)``: the
-    initial memory, the machine's output distribution after up to ``steps`` steps, and the target;
-    with the example's scored cells."""
+@dataclass(frozen=True)
+class HeatmapExample:
+    """The example a run's heatmaps show at one length: the same at every step, drawn from the run's seed."""
+
+    tag: str
+    """TensorBoard tag, ``memory/length_<n>``."""
+    memory: Tensor
+    """Initial memory ``[1, M]``."""
+    steps: int
+    """Timesteps the machine runs, T(n)."""
+    initial: np.ndarray
+    """``[M, M]``: the initial memory, one-hot."""
+    target: np.ndarray
+    """``[M, M]``: the target memory, one-hot."""
+    scored: list[int]
+    """The scored cells."""
+    title: str
+    """The figure's title."""
+
+    @property
+    def panel_titles(self) -> list[str]:
+        """Titles of the three panels: initial memory, output, target."""
+        return ["initial memory", f"output after up to {self.steps} steps", "target"]
+
+
+def heatmap_example(task: Task, length: int, memory_size: int, steps: int, seed: int,
+                    device: torch.device | str) -> HeatmapExample:
+    """One example of ``task`` at ``length``, drawn from ``seed``, as the heatmaps show it."""
     batch = task.sample(1, length, memory_size, torch.Generator().manual_seed(seed), device=device)
-    panels = [("initial memory", F.one_hot(batch.memory[0], memory_size)),
-              (f"output after up to {steps} steps", model.output_memory(batch.memory, steps)[0]),
-              ("target", F.one_hot(batch.target[0], memory_size))]
-    scored = batch.mask[0].nonzero().flatten().tolist()
-    return [(title, panel.float().cpu().numpy()) for title, panel in panels], scored
+
+    def one_hot(memory: Tensor) -> np.ndarray:
+        return F.one_hot(memory[0], memory_size).float().cpu().numpy()
+
+    return HeatmapExample(tag=f"memory/length_{length}", memory=batch.memory, steps=steps,
+                          initial=one_hot(batch.memory), target=one_hot(batch.target),
+                          scored=batch.mask[0].nonzero().flatten().tolist(),
+                          title=f"{task.title}, length {length}, M = {memory_size} (red frames: the scored cells)")
+
+
+@torch.no_grad()
+def output_panel(model: NRAM, example: HeatmapExample) -> np.ndarray:
+    """``[M, M]``: the machine's output distribution on the example, ``P(cell i holds value j)``."""
+    return model.output_memory(example.memory, example.steps)[0].float().cpu().numpy()
 
 
 class MemoryHeatmaps:
-    """Draws memory heatmaps into a TensorBoard log on one background thread.
+    """Draws a run's memory heatmaps into its TensorBoard log on one background thread.
 
-    Importing matplotlib (about a second, begun as soon as this is made) and drawing (about 0.3 s
-    a picture) would stall the training loop; the training step spends its time in native code
-    that releases the GIL, so the thread mostly runs beside it. The machine's output is computed
-    on the caller's thread, at the step it is logged for; only the drawing is deferred. A picture
-    that fails is reported on stderr, never at the cost of the run. :meth:`close` waits for the
-    pictures asked for, or drops those not yet begun.
+    Two pictures, each an example at the longest training length and at twice it (one example
+    per length for the whole run): its initial memory, the machine's output and the target.
+    Importing matplotlib (about a second) and building the two figures begin as soon as this is
+    made; each picture is then a redraw (about 0.15 s). The training step spends its time in
+    native code that releases the GIL, so the thread mostly runs beside it. The machine's output
+    is computed on the caller's thread, at the step it is logged for; only the drawing is
+    deferred. A picture that fails is reported on stderr, never at the cost of the run.
     """
 
-    def __init__(self, writer: SummaryWriter):
+    def __init__(self, writer: SummaryWriter, task: Task, config: TrainConfig, device: torch.device | str):
         self.writer = writer
+        self.examples = [heatmap_example(task, length, config.memory_size_for(length), config.timesteps_for(length),
+                                         config.seed, device)
+                         for length in (config.max_length, 2 * config.max_length)]
+        self._figures: dict = {}
+        """:class:`training.figures.MemoryFigure` by tag; used on the drawing thread only."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nram-heatmaps")
-        self._pending: list[Future] = [self._executor.submit(importlib.import_module, "training.figures")]
+        for example in self.examples:
+            self._executor.submit(self._draw, example, np.zeros_like(example.initial), step=None)
 
-    def log(self, model: NRAM, task: Task, config: TrainConfig, step: int, device: torch.device | str) -> None:
-        """One example at the longest training length and one at twice it, under ``memory/length_<n>``:
-        labelled heatmaps of the initial memory, the output and the target, the scored cells framed."""
-        self._pending = [future for future in self._pending if not future.done()]
-        for length in (config.max_length, 2 * config.max_length):
-            memory_size = config.memory_size_for(length)
-            panels, scored = memory_panels(model, task, length, memory_size, config.timesteps_for(length),
-                                           config.seed, device)
-            title = f"{task.title}, length {length}, M = {memory_size} (red frames: the scored cells)"
-            self._pending.append(self._executor.submit(self._draw, f"memory/length_{length}", panels, scored,
-                                                       title, step))
+    def log(self, model: NRAM, step: int) -> None:
+        """The pictures of ``model`` at ``step``, under each example's tag."""
+        for example in self.examples:
+            self._executor.submit(self._draw, example, output_panel(model, example), step)
 
-    def _draw(self, tag: str, panels: list[tuple[str, np.ndarray]], scored: list[int], title: str,
-              step: int) -> None:
+    def _draw(self, example: HeatmapExample, output: np.ndarray, step: int | None) -> None:
+        """Draw one picture and log it at ``step`` (None: only build and draw its figure, ahead of time)."""
         try:
-            from training.figures import memory_image
-            self.writer.add_image(tag, memory_image(panels, scored, title), step, dataformats="HWC")
-            self.writer.flush()
+            if example.tag not in self._figures:
+                from training.figures import MemoryFigure
+                self._figures[example.tag] = MemoryFigure(example.panel_titles, example.initial.shape[0],
+                                                          example.scored, example.title)
+            image = self._figures[example.tag].image([example.initial, output, example.target])
+            if step is not None:
+                self.writer.add_image(example.tag, image, step, dataformats="HWC")
+                self.writer.flush()
         except Exception as error:  # a picture is not worth a run
-            print(f"nram: the heatmap {tag} at step {step} was not drawn: {type(error).__name__}: {error}",
+            when = f"at step {step}" if step is not None else "ahead of the run"
+            print(f"nram: the heatmap {example.tag} {when} was not drawn: {type(error).__name__}: {error}",
                   file=sys.stderr)
 
     def close(self, wait: bool = True) -> None:
         """Wait for every picture asked for (``wait``), or drop those not yet begun (a run stopped
         at once). Closing again does nothing."""
         self._executor.shutdown(wait=wait, cancel_futures=not wait)
-        self._pending.clear()
 
     def __enter__(self) -> MemoryHeatmaps:
         return self

@@ -484,7 +484,8 @@ class Trainer:
         bar = tqdm(total=config.steps, initial=self.step, desc=f"{config.task} seed {config.seed}",
                    unit="step", disable=not (self.progress and main), dynamic_ncols=True)
         final, evaluated_at = [], None
-        with StopRequest() as stop, MemoryHeatmaps(writer) if writer else contextlib.nullcontext() as heatmaps:
+        heatmaps = MemoryHeatmaps(writer, self.task, config, self.device) if writer else None
+        with StopRequest() as stop, heatmaps or contextlib.nullcontext():
             if self.check_due():  # an earlier, shorter budget ended on a check that could not restart
                 self.check_attempt()
             while self.continues():
@@ -567,7 +568,7 @@ class Trainer:
         if heatmaps is not None:
             model = self.reported_model()
             model.eval()
-            heatmaps.log(model, self.task, self.config, self.step, self.device)
+            heatmaps.log(model, self.step)
             model.train()
         records = self.evaluate(self.eval_lengths())
         for record in records:
