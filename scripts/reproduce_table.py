@@ -39,8 +39,10 @@ def train_and_evaluate(task: str, seed: int, device: str, out_root: Path, exampl
     trainer_class = PopulationTrainer if config.population > 1 else Trainer
     if existing:
         trainer = trainer_class(config, out, resume=True, progress=False)
-        summary = out / "results.json"  # absent where the run was stopped by a signal
-        seconds = json.loads(summary.read_text())["wall_seconds"] if summary.exists() else None
+        summary_path = out / "results.json"  # absent where the run was stopped by a signal
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        seconds = summary.get("wall_seconds")
+        dated = summary.get("rescaled_gates", False)
     else:
         if (out / "checkpoint.pt").exists():
             raise SystemExit(f"{out} already holds a run: remove it or choose another --out")
@@ -48,6 +50,7 @@ def train_and_evaluate(task: str, seed: int, device: str, out_root: Path, exampl
         trainer = trainer_class(config, out, progress=False)
         trainer.train()
         seconds = time.perf_counter() - start
+        dated = True
     longest = config.max_length
     train_lengths = list(range(config.min_length, longest + 1))
     soft = trainer.evaluate(train_lengths + [2 * longest, 4 * longest], examples=examples)
@@ -57,7 +60,7 @@ def train_and_evaluate(task: str, seed: int, device: str, out_root: Path, exampl
             "steps_trained": trainer.step, "population": config.population,
             "member_steps": trainer.step * config.population, "restarts": int(trainer.counters["restarts"]),
             "seconds": None if seconds is None else round(seconds, 1), "train_error": train_error, "soft": soft,
-            "discrete": discrete, **({} if existing else {"rescaled_gates": True})}
+            "discrete": discrete, **({"rescaled_gates": True} if dated else {})}
 
 
 def solved(record: dict) -> bool:

@@ -51,6 +51,7 @@ def test_a_run_ends_with_one_true_sentence_and_writes_results_json(tmp_path, cap
     assert "cell error by length 1: " in summary["sentence"]
     assert [r["length"] for r in summary["discrete"]] == [5, 10, 20]
     assert {r["mode"] for r in summary["soft"]} == {"soft"} and summary["wall_seconds"] > 0
+    assert summary["rescaled_gates"] is True  # scripts/reproduce_table.py --existing dates the run by it
 
 
 def test_a_solved_run_says_so_and_a_resume_of_it_says_why_it_trains_no_more(tmp_path, capsys):
