@@ -7,12 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import training.population
 from nram.controller import member_linear
 from nram.model import NRAM, MachineConfig, Rollout, rollout_loss
 from nram.population import PopulationNRAM
 from training.checkpoint import load_checkpoint
 from training.cli import main
 from training.config import TrainConfig
+from training.evaluate import evaluate
 from training.optim.members import MemberAdam, MemberSGD
 from training.population import PERTURBATIONS, PopulationTrainer
 from training.trainer import RESTART_SEED_OFFSET, Trainer, check_memory_fits
@@ -166,6 +168,21 @@ def test_exploitation_replaces_the_worst_by_fresh_weights_in_the_share_asked_and
         else:
             assert trainer.members[index].counters["restarts"] == 0 and len(copied) == 1, index
     assert trainer.counters["restarts"] == len(restarted) and trainer.counters["exploited"] == 4 - len(restarted)
+
+
+def test_a_population_scores_its_best_member_and_rescores_when_another_is_best(tmp_path, monkeypatch):
+    trainer = PopulationTrainer(TrainConfig(**SMALL, population=3), tmp_path, progress=False)
+    trainer.train_step()
+    scored_seeds = []
+    monkeypatch.setattr(training.population, "evaluate", lambda model, task, lengths, **options:
+                        scored_seeds.append(options["seed"]) or evaluate(model, task, lengths, **options))
+    for best in (0, 2, 2):
+        trainer.best = best
+        expected = evaluate(trainer.model.member_model(best), trainer.task, [2, 3],
+                            memory_size_for=trainer.config.memory_size_for, timesteps_for=trainer.config.timesteps_for,
+                            examples=SMALL["eval_examples"], seed=trainer.members[best].config.seed)
+        assert trainer.evaluate([2, 3]) == expected, best
+    assert scored_seeds == [trainer.members[0].config.seed, trainer.members[2].config.seed]
 
 
 def test_the_run_stops_at_the_first_solved_member_and_saves_it_as_an_ordinary_checkpoint(tmp_path, capsys):

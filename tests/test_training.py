@@ -107,6 +107,8 @@ def test_tensorboard_events_hold_scalars_images_and_hparams(tmp_path):
         assert tag in tags["scalars"], tag
     assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6, 8, 10, 12, 13]
     assert [e.step for e in events.Scalars("eval/cell_error_length_4")] == [3, 6, 9, 12, 13]
+    for length in (4, 8, 16):  # the final table's discrete errors, at the end only
+        assert [e.step for e in events.Scalars(f"eval/discrete_cell_error_length_{length}")] == [13], length
     for tag in ("memory/length_4", "memory/length_8"):  # at the first evaluation from each 6 steps on, and the last
         assert [e.step for e in events.Images(tag)] == [6, 12, 13], tag
     image = events.Images("memory/length_4")[-1]

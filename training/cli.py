@@ -126,8 +126,7 @@ def command_train(args: argparse.Namespace) -> int:
             print(f"nram: training diverged: {error}", file=sys.stderr)
             return 1
         shutdown_workers(trainer.workers)
-        longest = config.max_length
-        discrete = trainer.evaluate([longest, 2 * longest, 4 * longest], discrete=True)
+        discrete = trainer.evaluate(trainer.report_lengths(), discrete=True)  # scored by train(), remembered
         print_results(final + discrete)
         summary = run_summary(trainer, final, discrete, trainer.earlier_seconds + time.perf_counter() - started)
         write_text(out / RESULTS_NAME, json.dumps(summary, indent=1))

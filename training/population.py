@@ -460,12 +460,16 @@ class PopulationTrainer(Trainer):
         self.counters.update(payload["counters"])
 
     # ---------------------------------------------------------------- logs
-    def evaluate(self, lengths: list[int], discrete: bool = False, examples: int | None = None) -> list[dict]:
-        """Error by length of the best member (as :meth:`Trainer.evaluate`, without its memo)."""
+    def weights_key(self) -> tuple[int, ...]:
+        """The best member's weights: the population's (:meth:`Trainer.weights_key`) and which member is best."""
+        return (*super().weights_key(), self.best)
+
+    def _score(self, lengths: list[int], discrete: bool, examples: int) -> list[dict]:
+        """Error by length of the best member, on the examples its seed draws."""
         return evaluate(self.model.member_model(self.best), self.task, lengths,
                         memory_size_for=self.config.memory_size_for, timesteps_for=self.config.timesteps_for,
-                        examples=examples or self.config.eval_examples, discrete=discrete,
-                        seed=self.members[self.best].config.seed, device=self.device)
+                        examples=examples, discrete=discrete, seed=self.members[self.best].config.seed,
+                        device=self.device)
 
     def _log_scalars(self, writer: SummaryWriter, stats: dict[str, Any]) -> None:
         for index, member in enumerate(self.members):

@@ -176,9 +176,6 @@ class Trainer:
             if config.controller == "gated" else None
         self.step = 0
         self.counters: dict[str, float] = fresh_counters(config)
-        self._scores: dict[tuple[int, bool, int], dict] = {}
-        """:meth:`evaluate`'s records by (length, discrete, examples), for the weights ``_scores_key`` names."""
-        self._scores_key: tuple[int, ...] | None = None
         if resume:
             self.restore(load_checkpoint(self.checkpoint_path, map_location=self.device))
 
@@ -200,6 +197,9 @@ class Trainer:
             torch.set_num_threads(config.threads)
         self.task = get_task(config.task)
         check_memory_fits(config)
+        self._scores: dict[tuple[int, bool, int], dict] = {}
+        """:meth:`evaluate`'s records by (length, discrete, examples), for the weights ``_scores_key`` names."""
+        self._scores_key: tuple[int, ...] | None = None
 
     @property
     def checkpoint_path(self) -> Path:
@@ -445,24 +445,36 @@ class Trainer:
     def evaluate(self, lengths: list[int], discrete: bool = False, examples: int | None = None) -> list[dict]:
         """Error by length at memory size M(n) and T(n) steps (see :func:`training.evaluate.evaluate`).
 
-        A length scored before with the same weights is not run again, so a check, the periodic
-        evaluation and the final table at one step score each length once. The weights are named
-        by the step and every parameter's version counter: torch bumps the counter at each
-        in-place change (a restart, a load, a distilled program), and the C step, which writes
-        past it, always moves the step. A write through ``.data`` bumps nothing: clear ``_scores``
-        after one.
+        A length scored before with the same weights (:meth:`weights_key`) is not run again, so a
+        check, the periodic evaluation and the final table at one step score each length once.
         """
         examples = examples or self.config.eval_examples
-        key = (self.step, *(parameter._version for parameter in self.model.parameters()))
+        key = self.weights_key()
         if self._scores_key != key:
             self._scores, self._scores_key = {}, key
         missing = [n for n in lengths if (n, discrete, examples) not in self._scores]
         if missing:
-            for record in evaluate(self.model, self.task, missing, memory_size_for=self.config.memory_size_for,
-                                   timesteps_for=self.timesteps_for, examples=examples, discrete=discrete,
-                                   seed=self.config.seed, device=self.device):
+            for record in self._score(missing, discrete, examples):
                 self._scores[record["length"], discrete, examples] = record
         return [dict(self._scores[n, discrete, examples]) for n in lengths]
+
+    def weights_key(self) -> tuple[int, ...]:
+        """Names the weights :meth:`evaluate` scores: the step and every parameter's version counter.
+        torch bumps the counter at each in-place change (a restart, a load, a distilled program);
+        the C step, which writes past it, always moves the step. A write through ``.data`` bumps
+        nothing: clear ``_scores`` after one."""
+        return (self.step, *(parameter._version for parameter in self.model.parameters()))
+
+    def _score(self, lengths: list[int], discrete: bool, examples: int) -> list[dict]:
+        """:func:`training.evaluate.evaluate`'s records of the model, unremembered."""
+        return evaluate(self.model, self.task, lengths, memory_size_for=self.config.memory_size_for,
+                        timesteps_for=self.timesteps_for, examples=examples, discrete=discrete,
+                        seed=self.config.seed, device=self.device)
+
+    def report_lengths(self) -> list[int]:
+        """1x, 2x and 4x the longest training length: where a run's final table scores the discrete machine."""
+        longest = self.config.max_length
+        return [longest, 2 * longest, 4 * longest]
 
     def eval_lengths(self) -> list[int]:
         """Training lengths plus 2x the longest one: what the periodic evaluation reports."""
@@ -524,6 +536,9 @@ class Trainer:
             if writer:
                 if evaluated_at != self.step:
                     final = self._log_evaluation(writer, heatmaps)
+                for record in self.evaluate(self.report_lengths(), discrete=True):  # while the pictures are drawn
+                    writer.add_scalar(f"eval/discrete_cell_error_length_{record['length']}", record["cell_error"],
+                                      self.step)
                 log_hparams(writer, config, final)
                 heatmaps.close()  # every picture in the log before it closes
                 writer.close()
