@@ -51,12 +51,11 @@ def train_and_evaluate(task: str, seed: int, device: str, out_root: Path, exampl
         trainer.train()
         seconds = time.perf_counter() - start
         dated = True
-    longest = config.max_length
-    train_lengths = list(range(config.min_length, longest + 1))
-    soft = trainer.evaluate(train_lengths + [2 * longest, 4 * longest], examples=examples)
-    discrete = trainer.evaluate([longest, 2 * longest, 4 * longest], discrete=True, examples=examples)
+    train_lengths, report_lengths = config.train_lengths(), config.report_lengths()
+    soft = trainer.evaluate(train_lengths + report_lengths[1:], examples=examples)
+    discrete = trainer.evaluate(report_lengths, discrete=True, examples=examples)
     train_error = sum(r["cell_error"] for r in soft[:len(train_lengths)]) / len(train_lengths)
-    return {"task": task, "seed": seed, "train_lengths": [config.min_length, longest], "steps": config.steps,
+    return {"task": task, "seed": seed, "train_lengths": [config.min_length, config.max_length], "steps": config.steps,
             "steps_trained": trainer.step, "population": config.population,
             "member_steps": trainer.step * config.population, "restarts": int(trainer.counters["restarts"]),
             "seconds": None if seconds is None else round(seconds, 1), "train_error": train_error, "soft": soft,

@@ -62,6 +62,7 @@ def test_chaos_refuses(capsys, tmp_path, arguments, message):
     (["--device", "tpu"], "device must be cpu, cuda or cuda:N"),
     (["--threads", "-1"], "threads must be >= 0"),
     (["--population", "0"], "population must be >= 1"),
+    (["--steps", "0"], "--steps is the step budget and must be >= 1, got 0"),
     (["--task", "nosuch"], "unknown task 'nosuch'"),
 ])
 def test_train_flags_are_refused_before_any_work(capsys, tmp_path, arguments, message):

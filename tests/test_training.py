@@ -353,3 +353,9 @@ def test_nram_train_stopped_by_a_signal_from_outside_resumes_bit_for_bit(tmp_pat
     for name, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][name]), name
     assert torch.equal(straight["rng"]["data"], resumed["rng"]["data"])
+
+
+def test_training_and_report_lengths_come_from_the_config():
+    config = TrainConfig(task="copy", min_length=2, max_length=5)
+    assert config.train_lengths() == [2, 3, 4, 5]
+    assert config.report_lengths() == [5, 10, 20]  # what nram train's table, nram eval and reproduce_table score

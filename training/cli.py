@@ -57,6 +57,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 def base_config(args: argparse.Namespace) -> TrainConfig:
     """The config before the optimizer-option flags."""
     task = get_task(args.task).name if args.task is not None else None  # case is ignored; unknown names fail
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps is the step budget and must be >= 1, got {args.steps}")
     overrides = {"task": task, "steps": args.steps, "seed": args.seed, "device": args.device,
                  "optimizer": args.optimizer, "lr": args.lr, "threads": args.threads,
                  "controller": args.controller, "dropout": args.dropout, "dropout_p": args.dropout_p,
@@ -126,7 +128,7 @@ def command_train(args: argparse.Namespace) -> int:
             print(f"nram: training diverged: {error}", file=sys.stderr)
             return 1
         shutdown_workers(trainer.workers)
-        discrete = trainer.evaluate(trainer.report_lengths(), discrete=True)  # scored by train(), remembered
+        discrete = trainer.evaluate(config.report_lengths(), discrete=True)  # scored by train(), remembered
         print_results(final + discrete)
         summary = run_summary(trainer, final, discrete, trainer.earlier_seconds + time.perf_counter() - started)
         write_text(out / RESULTS_NAME, json.dumps(summary, indent=1))
@@ -205,8 +207,7 @@ def command_eval(args: argparse.Namespace) -> int:
     device = args.device or "cpu"
     check_device(device)
     model, config = model_from_checkpoint(load_checkpoint(args.checkpoint, map_location=device), device)
-    longest = config.max_length
-    lengths = parse_numbers(args.lengths, "--lengths", int, 1) if args.lengths else [longest, 2 * longest, 4 * longest]
+    lengths = parse_numbers(args.lengths, "--lengths", int, 1) if args.lengths else config.report_lengths()
     task = get_task(config.task)
     records = evaluate(model, task, lengths, memory_size_for=config.memory_size_for,
                        timesteps_for=config.timesteps_for, examples=args.examples, discrete=args.discrete,

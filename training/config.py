@@ -195,6 +195,15 @@ class TrainConfig:
         """T(n) = timesteps + ceil(timesteps_per_length * n)."""
         return self.timesteps + math.ceil(self.timesteps_per_length * length)
 
+    def train_lengths(self) -> list[int]:
+        """Every training length, min_length..max_length."""
+        return list(range(self.min_length, self.max_length + 1))
+
+    def report_lengths(self) -> list[int]:
+        """1x, 2x and 4x the longest training length: where a run's generalisation is reported
+        (the final table of ``nram train``, ``nram eval``'s default, ``scripts/reproduce_table.py``)."""
+        return [self.max_length, 2 * self.max_length, 4 * self.max_length]
+
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting of the wrong type or out of range."""
         self._validate_types()

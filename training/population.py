@@ -312,10 +312,11 @@ class PopulationTrainer(Trainer):
         modes = (False, True) if config.check_discrete else (False,)
         errors = torch.zeros(config.population, dtype=torch.float64)
         self.model.eval()
-        for n in range(config.min_length, config.max_length + 1):
+        lengths = config.train_lengths()
+        for n in lengths:
             errors += torch.stack([self._length_errors(n, discrete) for discrete in modes]).amax(0)
         self.model.train()
-        return errors / (config.max_length - config.min_length + 1)
+        return errors / len(lengths)
 
     def _length_errors(self, n: int, discrete: bool) -> Tensor:
         """Each member's per-cell error at length n ``[P]`` (float64), soft or discrete, as

@@ -83,7 +83,7 @@ def decompile(model: NRAM, config: TrainConfig, examples: int = 200, seed: int =
     with the patterns that inputs of ``config``'s task reach at its training lengths and at 4x
     the longest (each at M(n), T(n)) told apart from those never reached. Returns the program
     and the first step each pattern was reached, ``LongTensor[2^R]`` (-1: never)."""
-    lengths = list(range(config.min_length, config.max_length + 1)) + [4 * config.max_length]
+    lengths = config.train_lengths() + [4 * config.max_length]
     first_seen = reached_patterns(Program.from_controller(model), model.layout, get_task(config.task), lengths,
                                   memory_size_for=config.memory_size_for, timesteps_for=config.timesteps_for,
                                   examples=examples, seed=seed)

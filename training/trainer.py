@@ -389,7 +389,7 @@ class Trainer:
     def training_error(self) -> float:
         """Mean per-cell error (``eval_examples`` per length) over all the training lengths: soft,
         or with ``check_discrete`` the worse of soft and discrete at each length."""
-        lengths = list(range(self.config.min_length, self.config.max_length + 1))
+        lengths = self.config.train_lengths()
         errors = [record["cell_error"] for record in self.evaluate(lengths)]
         if self.config.check_discrete:
             discrete = self.evaluate(lengths, discrete=True)
@@ -471,14 +471,9 @@ class Trainer:
                         timesteps_for=self.timesteps_for, examples=examples, discrete=discrete,
                         seed=self.config.seed, device=self.device)
 
-    def report_lengths(self) -> list[int]:
-        """1x, 2x and 4x the longest training length: where a run's final table scores the discrete machine."""
-        longest = self.config.max_length
-        return [longest, 2 * longest, 4 * longest]
-
     def eval_lengths(self) -> list[int]:
         """Training lengths plus 2x the longest one: what the periodic evaluation reports."""
-        return list(range(self.config.min_length, self.config.max_length + 1)) + [2 * self.config.max_length]
+        return self.config.train_lengths() + [2 * self.config.max_length]
 
     def train(self, on_check: Callable[[int, float], bool] | None = None) -> list[dict]:
         """Run until ``config.steps``, or with ``stop_when_solved`` until the first check that finds
@@ -536,7 +531,7 @@ class Trainer:
             if writer:
                 if evaluated_at != self.step:
                     final = self._log_evaluation(writer, heatmaps)
-                for record in self.evaluate(self.report_lengths(), discrete=True):  # while the pictures are drawn
+                for record in self.evaluate(self.config.report_lengths(), discrete=True):  # while the pictures are drawn
                     writer.add_scalar(f"eval/discrete_cell_error_length_{record['length']}", record["cell_error"],
                                       self.step)
                 log_hparams(writer, config, final)
