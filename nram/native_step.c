@@ -45,6 +45,22 @@ static inline void lanes_add(int n, Lanes y, CLanes x) { for (int b = 0; b < n; 
 static inline void lanes_copy(int n, Lanes y, CLanes x) { memcpy(y, x, n * sizeof(REAL)); }
 static inline void lanes_zero(int n, Lanes y) { memset(y, 0, n * sizeof(REAL)); }
 
+/* The widest vector register the compiler targets (GCC and Clang vector extensions); a tile's
+   row of TILE examples is WIDE_PER_ROW of them. Loops that sum into a few rows keep those sums
+   in Wide variables, so that they stay in registers: summing into memory made them store-bound. */
+#if defined(__AVX512F__)
+typedef REAL Wide __attribute__((vector_size(64)));
+#elif defined(__AVX__)
+typedef REAL Wide __attribute__((vector_size(32)));
+#else
+typedef REAL Wide __attribute__((vector_size(16)));
+#endif
+enum { PER_WIDE = sizeof(Wide) / sizeof(REAL), WIDE_PER_ROW = TILE / PER_WIDE,
+       DENSE_BLOCK = WIDE_PER_ROW >= 8 ? 1 : 16 / WIDE_PER_ROW,  /* rows summed at once: <= 16 registers */
+       MIX_BLOCK = WIDE_PER_ROW >= 8 ? 1 : 12 / WIDE_PER_ROW };
+
+static inline Wide wide_load(const REAL *x) { Wide w; memcpy(&w, x, sizeof w); return w; }
+
 /* Row v of value k of a [*, M, B] array, from example b0 on. */
 static inline REAL *value_row(const Circuit *c, const REAL *base, long k, long v, long b0) {
     return (REAL *)base + (k * c->M + v) * c->B + b0;
@@ -89,28 +105,68 @@ static void rescale_backward(long M, long B, int n, const REAL *y, REAL *g) {
         for (int b = 0; b < n; ++b) g[v * B + b] -= dot[b];
 }
 
-/* The first slot that sees source j. */
-static long first_slot_seeing(const Circuit *c, long j) {
-    long gate = j - c->R + 1;  /* the first gate whose inputs see source j */
-    if (gate <= 0) return 0;
-    return gate < c->Q ? c->first_slot[gate] : c->S - c->R;
-}
-
 /* ----------------------------------------------------------------------------- forward -- */
 
-/* mixed[s] += weights[j, s] * source_j, for every slot s that sees source j. */
-static void mix_in(const Circuit *c, int n, long b0, const REAL *weights, REAL *mixed, const REAL *sources, long j) {
-    for (long s = first_slot_seeing(c, j); s < c->S; ++s) {
-        const REAL *w = weight_row(c, weights, j, s, b0);
-        for (long v = 0; v < c->M; ++v)
-            lanes_fma(n, value_row(c, mixed, s, v, b0), w, value_row(c, sources, j, v, b0));
-    }
+/* Values v0 .. v0 + values - 1 of slot s's input (see mix_slot), for a tile of `wides` whole
+   Wide vectors per row, summed in registers. */
+static inline __attribute__((always_inline)) void mix_values(const Circuit *c, int wides, long b0,
+                                                              const REAL *weights, REAL *mixed,
+                                                              const REAL *sources, long s, long seen, long v0,
+                                                              int values) {
+    long R = c->R;
+    Wide sum[MIX_BLOCK][WIDE_PER_ROW];
+    for (int i = 0; i < values; ++i)
+        for (int l = 0; l < wides; ++l) sum[i][l] = (Wide){0};
+    for (int pass = 0; pass < 3; ++pass)
+        for (long j = 0; j < seen; ++j) {
+            int one_hot = j >= R && is_constant(c->gate[j - R]);
+            if (pass != (j < R ? 0 : one_hot ? 1 : 2)) continue;
+            const REAL *w = weight_row(c, weights, j, s, b0);
+            if (one_hot) {  /* i runs over the block (not computed) so that sum stays in registers */
+                long value = constant_value(c->gate[j - R], c->M);
+                for (int i = 0; i < values; ++i)
+                    if (v0 + i == value)
+                        for (int l = 0; l < wides; ++l) sum[i][l] += wide_load(w + l * PER_WIDE);
+                continue;
+            }
+            for (int l = 0; l < wides; ++l) {
+                Wide weight = wide_load(w + l * PER_WIDE);
+                for (int i = 0; i < values; ++i)
+                    sum[i][l] += weight * wide_load(value_row(c, sources, j, v0 + i, b0) + l * PER_WIDE);
+            }
+        }
+    for (int i = 0; i < values; ++i) memcpy(value_row(c, mixed, s, v0 + i, b0), sum[i], wides * sizeof(Wide));
 }
 
-/* The same for a source that is one-hot `value`. */
-static void mix_in_one_hot(const Circuit *c, int n, long b0, const REAL *weights, REAL *mixed, long j, long value) {
-    for (long s = first_slot_seeing(c, j); s < c->S; ++s)
-        lanes_add(n, value_row(c, mixed, s, value, b0), weight_row(c, weights, j, s, b0));
+/* Slot s's input: mixed[s] = sum_j weights[j, s] source_j over the first `seen` sources (its
+   options). The sum runs over the registers, then the constant gates' one-hot outputs (WRITE's
+   is 0: it adds its weight at that value only), then the other gates' outputs, each in circuit
+   order: the order in which earlier releases added each source into every slot as it was made,
+   so every float is as before. */
+static void mix_slot(const Circuit *c, int n, long b0, const REAL *weights, REAL *mixed, const REAL *sources,
+                     long s, long seen) {
+    long M = c->M, R = c->R;
+    for (long v0 = 0; v0 < M; v0 += MIX_BLOCK) {
+        int values = M - v0 < MIX_BLOCK ? (int)(M - v0) : MIX_BLOCK;
+        if (n == TILE && values == MIX_BLOCK)  /* constants throughout: the sums stay in registers */
+            mix_values(c, WIDE_PER_ROW, b0, weights, mixed, sources, s, seen, v0, MIX_BLOCK);
+        else if (n % PER_WIDE == 0)
+            mix_values(c, n / PER_WIDE, b0, weights, mixed, sources, s, seen, v0, values);
+        else {  /* lane by lane, in memory */
+            for (int i = 0; i < values; ++i) lanes_zero(n, value_row(c, mixed, s, v0 + i, b0));
+            for (int pass = 0; pass < 3; ++pass)
+                for (long j = 0; j < seen; ++j) {
+                    int one_hot = j >= R && is_constant(c->gate[j - R]);
+                    if (pass != (j < R ? 0 : one_hot ? 1 : 2)) continue;
+                    const REAL *w = weight_row(c, weights, j, s, b0);
+                    for (int i = 0; i < values; ++i) {
+                        REAL *y = value_row(c, mixed, s, v0 + i, b0);
+                        if (!one_hot) lanes_fma(n, y, w, value_row(c, sources, j, v0 + i, b0));
+                        else if (v0 + i == constant_value(c->gate[j - R], M)) lanes_add(n, y, w);
+                    }
+                }
+        }
+    }
 }
 
 /* A distribution on {0, 1} with P(1) = p: [1 - p, p, 0, ...]. */
@@ -177,12 +233,8 @@ static void gate_forward(int gate, long M, long B, int n, const REAL *a, const R
 static void forward_tile(const Circuit *c, int n, long b0, const REAL *memory, const REAL *registers,
                          const REAL *weights, REAL *new_memory, REAL *mixed, REAL *sources) {
     long M = c->M, B = c->B, R = c->R;
-    for (long s = 0; s < c->S; ++s)
-        for (long v = 0; v < M; ++v) lanes_zero(n, value_row(c, mixed, s, v, b0));
-    for (long j = 0; j < R; ++j) {
+    for (long j = 0; j < R; ++j)
         for (long v = 0; v < M; ++v) lanes_copy(n, value_row(c, sources, j, v, b0), value_row(c, registers, j, v, b0));
-        mix_in(c, n, b0, weights, mixed, sources, j);
-    }
     for (long i = 0; i < c->Q; ++i) {
         if (!is_constant(c->gate[i])) continue;
         long value = constant_value(c->gate[i], M);
@@ -191,10 +243,11 @@ static void forward_tile(const Circuit *c, int n, long b0, const REAL *memory, c
             if (v == value) for (int b = 0; b < n; ++b) y[b] = 1;
             else lanes_zero(n, y);
         }
-        mix_in_one_hot(c, n, b0, weights, mixed, R + i, value);
     }
     for (long i = 0; i < c->Q; ++i) {
         int gate = c->gate[i];
+        for (long s = c->first_slot[i]; s < c->first_slot[i] + arity(gate); ++s)
+            mix_slot(c, n, b0, weights, mixed, sources, s, R + i);
         const REAL *a = value_row(c, mixed, c->first_slot[i], 0, b0);
         const REAL *b = a + M * B;  /* the gate's second input slot */
         REAL *out = value_row(c, sources, R + i, 0, b0);
@@ -217,8 +270,8 @@ static void forward_tile(const Circuit *c, int n, long b0, const REAL *memory, c
             gate_forward(gate, M, B, n, a, b, out);
         }
         if (rescaled(gate)) rescale(M, B, n, out);
-        mix_in(c, n, b0, weights, mixed, sources, R + i);
     }
+    for (long s = c->S - R; s < c->S; ++s) mix_slot(c, n, b0, weights, mixed, sources, s, R + c->Q);
 }
 
 /* ---------------------------------------------------------------------------- backward -- */
@@ -584,20 +637,35 @@ int nram_infer_step(long M, long B, long R, long Q, long S, const int *gate, con
     return 0;
 }
 
+/* out[j] = bias[j] + sum_k weight[j, k] in[k] for j in [j0, j0 + count), count <= DENSE_BLOCK,
+   on all TILE lanes of rows of TILE; with relu, max(0, .). The count x TILE sums stay in vector
+   registers across k, and each row of `in` is loaded once for all of them: summing in memory
+   made the loop store-bound. */
+static inline void dense_tile_block(long j0, int count, long columns, const REAL *weight, const REAL *bias,
+                                    const REAL *in, REAL *out, int relu) {
+    Wide sum[DENSE_BLOCK][WIDE_PER_ROW];
+    for (int i = 0; i < count; ++i)
+        for (int l = 0; l < WIDE_PER_ROW; ++l) sum[i][l] = (Wide){0} + bias[j0 + i];
+    for (long k = 0; k < columns; ++k)
+        for (int l = 0; l < WIDE_PER_ROW; ++l) {
+            Wide x = wide_load(in + k * TILE + l * PER_WIDE);
+            for (int i = 0; i < count; ++i) sum[i][l] += weight[(j0 + i) * columns + k] * x;
+        }
+    for (int i = 0; i < count; ++i) {
+        REAL *y = out + (j0 + i) * TILE;
+        memcpy(y, sum[i], sizeof sum[i]);
+        if (relu) for (int b = 0; b < TILE; ++b) y[b] = y[b] < 0 ? 0 : y[b];
+    }
+}
+
 /* out[j] = bias[j] + sum_k weight[j, k] in[k] for j < rows, k < columns, on all TILE lanes of
-   rows of TILE; with relu, max(0, .). The lanes stay in vector registers across k. */
+   rows of TILE; with relu, max(0, .). */
 static void dense_tile(long rows, long columns, const REAL *weight, const REAL *bias, const REAL *in, REAL *out,
                        int relu) {
-    for (long j = 0; j < rows; ++j) {
-        REAL sum[TILE];
-        for (int b = 0; b < TILE; ++b) sum[b] = bias[j];
-        for (long k = 0; k < columns; ++k) {
-            REAL w = weight[j * columns + k];
-            const REAL *x = in + k * TILE;
-            for (int b = 0; b < TILE; ++b) sum[b] += w * x[b];
-        }
-        for (int b = 0; b < TILE; ++b) out[j * TILE + b] = relu && sum[b] < 0 ? 0 : sum[b];
-    }
+    long j = 0;
+    for (; j + DENSE_BLOCK <= rows; j += DENSE_BLOCK)
+        dense_tile_block(j, DENSE_BLOCK, columns, weight, bias, in, out, relu);
+    for (; j < rows; ++j) dense_tile_block(j, 1, columns, weight, bias, in, out, relu);
 }
 
 /* A whole inference rollout of T steps with a feed-forward controller, for tiles [first, end)
