@@ -75,6 +75,11 @@ class Rollout(NamedTuple):
         """The distribution of the memory the machine stops with: ``sum_t p_t memories[t]``, ``[B, M, M]``."""
         return torch.einsum("tb,tbij->bij", self.stop_probs, self.memories)
 
+    def stopped_at(self, horizons: Tensor) -> "Rollout":
+        """The same run with example b forced to stop by step ``horizons[b]`` (``LongTensor[B]``,
+        1..T): its stop probabilities as :func:`stop_at_horizons` gives them."""
+        return self._replace(stop_probs=stop_at_horizons(self.stop_probs, horizons))
+
 
 def stop_distribution(stop_logits: Tensor) -> Tensor:
     """``p_t = f_t prod_{i<t}(1 - f_i)`` for t < T and ``p_T = 1 - sum_{t<T} p_t``.
@@ -87,6 +92,25 @@ def stop_distribution(stop_logits: Tensor) -> Tensor:
     log_p = survived + F.logsigmoid(stop_logits)
     log_p = torch.cat([log_p[:-1], survived[-1:]], dim=0)
     return log_p.exp()
+
+
+def stop_at_horizons(stop_probs: Tensor, horizons: Tensor) -> Tensor:
+    """The stop distribution of a run in which example b must stop by step ``horizons[b]``.
+
+    stop_probs ``[T, B]`` (:func:`stop_distribution`), horizons ``LongTensor[B]`` in 1..T ->
+    ``[T, B]``: ``p_t`` before the horizon's step ``h_b - 1``, all the probability left there
+    (``1 - sum_{t < h_b - 1} p_t``) and 0 after, as :func:`stop_distribution` gives it for a run
+    of h_b steps.
+    """
+    steps = stop_probs.shape[0]
+    if horizons.shape != stop_probs.shape[1:]:
+        raise ValueError(f"horizons must be [B] = {list(stop_probs.shape[1:])}, got {list(horizons.shape)}")
+    if horizons.numel() and (int(horizons.min()) < 1 or int(horizons.max()) > steps):
+        raise ValueError(f"horizons must lie in 1..{steps}, got {int(horizons.min())}..{int(horizons.max())}")
+    step = torch.arange(steps, device=stop_probs.device)[:, None]
+    last = horizons.to(stop_probs.device)[None, :] - 1
+    before = stop_probs * (step < last)
+    return torch.where(step == last, 1 - before.sum(0, keepdim=True), before)
 
 
 def choice_entropy(choice_logits: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from conftest import requires_cuda
 
 import nram.model as model_module
-from nram.model import NRAM, MachineConfig, choice_entropy, rollout_loss, stop_distribution
+from nram.model import NRAM, MachineConfig, choice_entropy, rollout_loss, stop_at_horizons, stop_distribution
 
 
 def test_stop_distribution_matches_its_definition():
@@ -175,3 +175,18 @@ def test_mlp_features_are_its_layers_applied_in_order():
     hidden, _ = controller.features(inputs)
     assert torch.equal(hidden, controller.body(inputs))
     assert torch.equal(controller.readout(hidden), controller(inputs)[0])
+
+
+def test_stopping_at_horizons_gives_the_stop_distribution_of_the_shorter_runs():
+    logits = 3 * torch.randn(6, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    horizons = torch.tensor([1, 6, 3, 4, 2])
+    stopped = stop_at_horizons(stop_distribution(logits), horizons)
+    for b, h in enumerate(horizons.tolist()):
+        torch.testing.assert_close(stopped[:h, b], stop_distribution(logits[:h, b:b + 1])[:, 0], rtol=0, atol=1e-12)
+        assert torch.all(stopped[h:, b] == 0)
+
+
+@pytest.mark.parametrize("horizons", [[0, 3], [3, 7], [3]])
+def test_horizons_outside_the_run_are_refused(horizons):
+    with pytest.raises(ValueError, match="horizons must"):
+        stop_at_horizons(stop_distribution(torch.zeros(6, 2)), torch.tensor(horizons))

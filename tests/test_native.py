@@ -75,7 +75,7 @@ def test_an_unknown_nram_native_value_is_rejected_naming_the_choices(monkeypatch
 
 
 @pytest.mark.parametrize("gates", GATE_SETS)
-@pytest.mark.parametrize("size,batch", [(2, 1), (5, 64), (10, 130), (33, 3)])  # 130: three tiles of 64
+@pytest.mark.parametrize("size,batch", [(2, 1), (5, 64), (10, 96), (10, 130), (33, 3)])  # 96: a tile and a half; 130: three tiles, the last of 2
 def test_native_step_equals_the_pytorch_step_in_float64(gates, size, batch, monkeypatch):
     layout = CircuitLayout(3, gates) if gates else CircuitLayout(3)
     native_result, pytorch_result = both_backends(monkeypatch, layout, size, batch, torch.float64)

@@ -73,7 +73,8 @@ SMALL = dict(task="access", min_length=2, max_length=4, timesteps=3, timesteps_p
 
 @pytest.mark.parametrize("settings, native_rollouts", [
     ({}, True), ({"controller": "lstm"}, False), ({"controller": "gated"}, False), ({"controller": "table"}, False),
-    ({"dropout": "batchwise", "hidden_size": 32}, False), ({"gumbel_temperature": 1.0}, False)])
+    ({"dropout": "batchwise", "hidden_size": 32}, False), ({"gumbel_temperature": 1.0}, False),
+    ({"timesteps_jitter": 0.5}, False)])
 def test_the_trainer_takes_the_one_call_path_where_it_applies(tmp_path, settings, native_rollouts):
     trainer = Trainer(TrainConfig(**{**SMALL, **settings}), tmp_path, progress=False)
     assert trainer.native_rollouts == native_rollouts

@@ -72,7 +72,7 @@ def test_a_population_runs_each_member_on_its_own_weights(kind, options):
 
 @pytest.mark.parametrize("kind, optimizer, extra", [
     ("mlp", "adam", {}), ("lstm", "sgd", {}), ("gated", "adam", {}), ("table", "adam", {}),
-    ("lstm", "adam", {"gumbel_temperature": 0.5}),
+    ("lstm", "adam", {"gumbel_temperature": 0.5}), ("lstm", "adam", {"timesteps_jitter": 1.0}),
     ("mlp", "adam", {"entropy_bonus": 0.0})])  # the single runs train in one C call per rollout
 def test_p_members_train_as_p_separate_runs_with_the_same_seeds(tmp_path, kind, optimizer, extra):
     base = TrainConfig(**{**SMALL, **extra}, steps=6, controller=kind, optimizer=optimizer,

@@ -118,7 +118,8 @@ def test_tensorboard_events_hold_scalars_images_and_hparams(tmp_path):
 
 
 @pytest.mark.parametrize("optimizer, extra", [("adam", {}), ("sgd", {}), ("adam", {"entropy_bonus": 0.0}),
-                                              ("adam", {"gumbel_temperature": 0.5, "check_discrete": True})])
+                                              ("adam", {"gumbel_temperature": 0.5, "check_discrete": True}),
+                                              ("adam", {"timesteps_jitter": 1.0})])
 def test_resume_continues_bit_for_bit(tmp_path, optimizer, extra):
     """Entropy bonus 0: the rollouts run in one C call (Trainer.native_rollouts)."""
     settings = {**dict(SMALL, optimizer=optimizer, lr=0.05, gradient_noise=0.05, entropy_bonus=0.01, log_every=3),

@@ -30,11 +30,11 @@ from tasks import get_task
 
 FINITE_SETTINGS = ("lr", "weight_decay", "momentum", "clip_value", "clip_norm", "gradient_noise", "entropy_bonus",
                    "entropy_decay", "log_eps", "promote_below", "dropout_p", "restart_above", "timesteps_per_length",
-                   "exploit_fraction", "exploit_fresh", "gumbel_temperature")
+                   "exploit_fraction", "exploit_fresh", "gumbel_temperature", "timesteps_jitter")
 """Float settings that must not be inf or NaN (NaN would silently switch a feature off)."""
 NON_NEGATIVE_SETTINGS = ("steps", "memory_extra", "timesteps", "timesteps_per_length", "weight_decay", "momentum",
                          "clip_value", "clip_norm", "gradient_noise", "entropy_bonus", "gumbel_temperature",
-                         "threads", "restart_every", "exploit_every")
+                         "timesteps_jitter", "threads", "restart_every", "exploit_every")
 """Settings that must be >= 0 (threads 0: torch's default; every-N settings 0: never)."""
 AT_LEAST_ONE_SETTINGS = ("batch_size", "nan_patience", "population", "log_every", "eval_every", "image_every",
                          "checkpoint_every", "eval_examples")
@@ -114,6 +114,14 @@ class TrainConfig:
     """Initial weight of the choice-entropy bonus subtracted from the loss; 0 disables."""
     entropy_decay: float = 0.999
     """The entropy bonus is multiplied by this after every step."""
+    timesteps_jitter: float = 0.0
+    """Train programs that halt: a training rollout of length n runs T(n) + J steps, J =
+    ceil(timesteps_jitter * T(n)), and each example must stop by its own horizon, drawn uniformly
+    from T(n)..T(n) + J (the probability left at its horizon stops there). An answer that is right
+    only at step T(n) then scores worse than one that holds once found, as a halting program's
+    does. The entropy bonus still counts every step of the rollout. Checks, evaluation and
+    reports run T(n). 0 (the default): every training example stops by T(n). Not with the
+    one-call C rollout, which it turns off."""
     gumbel_temperature: float = 0.0
     """Train on sampled programs: every choice of a training rollout mixes by the Gumbel-softmax
     ``softmax((logits + g) / tau)`` with fresh Gumbel noise g per example and step and tau this
@@ -194,6 +202,11 @@ class TrainConfig:
     def timesteps_for(self, length: int) -> int:
         """T(n) = timesteps + ceil(timesteps_per_length * n)."""
         return self.timesteps + math.ceil(self.timesteps_per_length * length)
+
+    def training_timesteps_for(self, length: int) -> int:
+        """How many steps a training rollout of length n runs: T(n) + ceil(timesteps_jitter * T(n))."""
+        steps = self.timesteps_for(length)
+        return steps + math.ceil(self.timesteps_jitter * steps)
 
     def train_lengths(self) -> list[int]:
         """Every training length, min_length..max_length."""

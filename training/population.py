@@ -36,7 +36,7 @@ from training.evaluate import cell_errors, evaluate, evaluation_batches, final_m
 from training.optim.members import MEMBER_OPTIMIZERS
 from training.heatmaps import MemoryHeatmaps
 from training.trainer import ARCHITECTURE_KEYS, GUMBEL_SEED_OFFSET, RESTART_SEED_OFFSET, Trainer, attempt_ends, \
-    build_optimizer, check_same_run, fresh_counters, gate_probes, new_curriculum, noise_std
+    build_optimizer, check_same_run, draw_horizons, fresh_counters, gate_probes, new_curriculum, noise_std
 
 POPULATION_NAME = "population.pt"
 """The whole population's checkpoint, beside the best member's ``checkpoint.pt``."""
@@ -180,10 +180,12 @@ class PopulationTrainer(Trainer):
         wrong = torch.zeros(size, dtype=torch.long, device=self.device)
         scored = torch.zeros_like(wrong)
         for n in torch.unique(torch.cat(lengths)).tolist():
-            batch, real = self._length_batch(lengths, n)
-            steps = config.timesteps_for(n)
+            batch, real, horizons = self._length_batch(lengths, n)
+            steps = config.training_timesteps_for(n)
             rollout = self.model(batch.memory, steps, with_entropy=bool(entropy.any()),
                                  **self._sampled_choices(steps, real))
+            if horizons is not None:
+                rollout = rollout.stopped_at(horizons)
             nll = example_losses(rollout, batch.target, batch.mask, config.log_eps).view(size, -1)
             objective = nll.sum(1)
             if rollout.choice_entropy is not None:
@@ -217,7 +219,9 @@ class PopulationTrainer(Trainer):
 
     def _length_batch(self, lengths: list[Tensor], n: int):
         """Every member's examples of length n at M(n), member-major, each member padded to the
-        largest count with unscored all-zero rows: (TaskBatch ``[P*c, M]``, real rows ``[P, c]``)."""
+        largest count with unscored all-zero rows: (TaskBatch ``[P*c, M]``, real rows ``[P, c]``,
+        horizons ``[P*c]`` or None), each member's horizons (``timesteps_jitter``) drawn after its
+        examples, as its own run draws them; a padded row's is the rollout's last step."""
         config, size = self.config, self.config.population
         memory_size = config.memory_size_for(n)
         counts = [int((member_lengths == n).sum()) for member_lengths in lengths]
@@ -226,13 +230,17 @@ class PopulationTrainer(Trainer):
         target = torch.zeros_like(memory)
         mask = torch.zeros(size, width, memory_size, dtype=torch.bool)
         real = torch.zeros(size, width, dtype=torch.bool)
+        jitter = config.timesteps_jitter > 0
+        horizons = torch.full((size, width), config.training_timesteps_for(n), dtype=torch.long)
         for index, (member, count) in enumerate(zip(self.members, counts)):
             if count:
                 part = self.task.sample(count, n, memory_size, member.data_generator)  # = sample_mixed of `count` n's
                 memory[index, :count], target[index, :count], mask[index, :count] = part
                 real[index, :count] = True
+                if jitter:
+                    horizons[index, :count] = draw_horizons(config, n, count, member.data_generator, "cpu")
         batch = type(part)(*(x.view(size * width, memory_size).to(self.device) for x in (memory, target, mask)))
-        return batch, real.to(self.device)
+        return batch, real.to(self.device), horizons.view(-1).to(self.device) if jitter else None
 
     def _sampled_choices(self, steps: int, real: Tensor) -> dict[str, Any]:
         """:meth:`Trainer.sampled_choices` for one rollout of every member (``real`` ``[P, c]``): each

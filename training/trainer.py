@@ -103,7 +103,7 @@ def check_memory_fits(config: TrainConfig, budget_bytes: int | None = None) -> N
     machine's (or the GPU's) memory.
     """
     n = config.max_length
-    memory_size, steps = config.memory_size_for(n), config.timesteps_for(n)
+    memory_size, steps = config.memory_size_for(n), config.training_timesteps_for(n)
     need = 4 * 4 * steps * config.population * config.batch_size * memory_size ** 2
     if budget_bytes is None:
         budget_bytes = available_memory(torch.device(config.device)) // 2
@@ -150,6 +150,14 @@ def build_optimizer(config: TrainConfig, model: torch.nn.Module, native: bool = 
         raise ValueError(f"optimizer {config.optimizer!r}: {error}") from None
 
 
+def draw_horizons(config: TrainConfig, length: int, count: int, generator: torch.Generator,
+                  device: torch.device | str) -> Tensor:
+    """The steps that ``count`` training examples of length n must stop by (``timesteps_jitter``):
+    ``LongTensor[count]``, uniform on T(n)..``config.training_timesteps_for(n)``."""
+    return torch.randint(config.timesteps_for(length), config.training_timesteps_for(length) + 1, (count,),
+                         generator=generator).to(device)
+
+
 class Trainer:
     """Trains an NRAM on ``config.task``, writing TensorBoard events and checkpoints to ``out_dir``."""
 
@@ -160,7 +168,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = NRAM(config.machine_config()).to(self.device)
         self.native_rollouts = (self.workers.world_size == 1 and config.gumbel_temperature == 0
-                                and self.model.trains_natively())
+                                and config.timesteps_jitter == 0 and self.model.trains_natively())
         """Whether rollouts without an entropy bonus train in one C call (:meth:`_train_rollout`),
         with the optimizers :func:`build_optimizer` gives ``native``."""
         self.optimizer = build_optimizer(config, self.model, native=self.native_rollouts)
@@ -260,25 +268,37 @@ class Trainer:
         """T(n) from the config."""
         return self.config.timesteps_for(length)
 
-    def training_batches(self, lengths: torch.Tensor) -> list[tuple[torch.Tensor, TaskBatch, int]]:
-        """The rollouts one step trains on, as ``(lengths [b], batch, T)`` triples.
+    def training_batches(self, lengths: torch.Tensor) -> list[tuple[torch.Tensor, TaskBatch, int, Tensor | None]]:
+        """The rollouts one step trains on, as ``(lengths [b], batch, steps, horizons)``.
 
         By default one: the whole batch at the M and T of its longest input. With
-        ``batch_by_length``, one per distinct length n, at M(n) and T(n).
+        ``batch_by_length``, one per distinct length n, at M(n) and T(n). With
+        ``timesteps_jitter`` a rollout runs ``config.training_timesteps_for(n)`` steps and
+        ``horizons`` ``LongTensor[b]`` holds the step each example must stop by, drawn after
+        its batch; otherwise ``steps`` is T(n) and ``horizons`` None.
         """
         config = self.config
         if not config.batch_by_length:
             longest = int(lengths.max())
             batch = self.task.sample_mixed(lengths, config.memory_size_for(longest), self.data_generator,
                                            device=self.device)
-            return [(lengths, batch, self.timesteps_for(longest))]
+            return [(lengths, batch, *self._horizons(longest, lengths.numel()))]
         batches = []
         for n in torch.unique(lengths).tolist():
             group = lengths[lengths == n]
             batch = self.task.sample(group.numel(), n, config.memory_size_for(n), self.data_generator,
                                      device=self.device)  # draws what sample_mixed would from one length
-            batches.append((group, batch, self.timesteps_for(n)))
+            batches.append((group, batch, *self._horizons(n, group.numel())))
         return batches
+
+    def _horizons(self, length: int, count: int) -> tuple[int, Tensor | None]:
+        """``(steps, horizons)`` of a training rollout of ``count`` examples at length n (see
+        :meth:`training_batches`); the horizons come from the data generator."""
+        config = self.config
+        if config.timesteps_jitter == 0:
+            return self.timesteps_for(length), None
+        return config.training_timesteps_for(length), draw_horizons(config, length, count, self.data_generator,
+                                                                    self.device)
 
     def train_step(self) -> dict[str, float]:
         """Sample a curriculum batch, take one optimizer step (or skip it on NaN); returns its stats.
@@ -291,9 +311,9 @@ class Trainer:
         batches = self.training_batches(lengths)
         self.optimizer.zero_grad(set_to_none=True)
         loss, wrong, scored = 0.0, 0, 0
-        for index, (group, batch, steps) in enumerate(batches):
+        for index, (group, batch, steps, horizons) in enumerate(batches):
             share = group.numel() / lengths.numel()
-            group_loss, output = self._train_rollout(batch, steps, share, last=index == len(batches) - 1)
+            group_loss, output = self._train_rollout(batch, steps, horizons, share, last=index == len(batches) - 1)
             loss += group_loss * share
             group_wrong, group_scored = cell_errors(output.argmax(-1), batch)
             at_level = group.to(self.device) == self.curriculum_level
@@ -320,11 +340,13 @@ class Trainer:
         return {"loss": loss, "cell_error": wrong / max(scored, 1), "grad_norm": grad_norm,
                 "skipped": 0.0 if finite else 1.0}
 
-    def _train_rollout(self, batch: TaskBatch, steps: int, share: float, last: bool) -> tuple[float, Tensor]:
-        """Forward and backward of one rollout, its loss entering the step's with weight ``share``:
-        adds its gradients to ``.grad``; returns its mean loss and output memory ``[b, M, M]``
-        (no gradient). A plain MLP on the CPU, without entropy bonus, choice noise or other
-        workers, runs all of it in one C call (:meth:`NRAM.train_rollout_natively`)."""
+    def _train_rollout(self, batch: TaskBatch, steps: int, horizons: Tensor | None, share: float,
+                       last: bool) -> tuple[float, Tensor]:
+        """Forward and backward of one rollout, each example stopping by its horizon (if any), its
+        loss entering the step's with weight ``share``: adds its gradients to ``.grad``; returns
+        its mean loss and output memory ``[b, M, M]`` (no gradient). A plain MLP on the CPU,
+        without entropy bonus, choice noise, horizons or other workers, runs all of it in one C
+        call (:meth:`NRAM.train_rollout_natively`)."""
         config = self.config
         entropy_weight = self.counters["entropy_weight"]
         if self.native_rollouts and entropy_weight == 0:
@@ -336,6 +358,8 @@ class Trainer:
         with self._gradient_sync(last):
             rollout = self.forward_model(batch.memory, steps, with_entropy=entropy_weight > 0,
                                          **self.sampled_choices(steps, batch.memory.shape[0]))
+            if horizons is not None:
+                rollout = rollout.stopped_at(horizons)
             group_loss = rollout_loss(rollout, batch.target, batch.mask, config.log_eps)
             objective = group_loss
             if rollout.choice_entropy is not None:
