@@ -99,8 +99,8 @@ def stop_at_horizons(stop_probs: Tensor, horizons: Tensor) -> Tensor:
 
     stop_probs ``[T, B]`` (:func:`stop_distribution`), horizons ``LongTensor[B]`` in 1..T ->
     ``[T, B]``: ``p_t`` before the horizon's step ``h_b - 1``, all the probability left there
-    (``1 - sum_{t < h_b - 1} p_t``) and 0 after, as :func:`stop_distribution` gives it for a run
-    of h_b steps.
+    (``sum_{t >= h_b - 1} p_t``) and 0 after, as :func:`stop_distribution` gives it for a run of
+    h_b steps.
     """
     steps = stop_probs.shape[0]
     if horizons.shape != stop_probs.shape[1:]:
@@ -109,8 +109,8 @@ def stop_at_horizons(stop_probs: Tensor, horizons: Tensor) -> Tensor:
         raise ValueError(f"horizons must lie in 1..{steps}, got {int(horizons.min())}..{int(horizons.max())}")
     step = torch.arange(steps, device=stop_probs.device)[:, None]
     last = horizons.to(stop_probs.device)[None, :] - 1
-    before = stop_probs * (step < last)
-    return torch.where(step == last, 1 - before.sum(0, keepdim=True), before)
+    from_here = stop_probs.flip(0).cumsum(0).flip(0)  # sum_{u >= t} p_u: what is left, without 1 - sum
+    return torch.where(step < last, stop_probs, torch.where(step == last, from_here, torch.zeros_like(stop_probs)))
 
 
 def choice_entropy(choice_logits: Tensor) -> Tensor:

@@ -148,14 +148,17 @@ def prune_builds(real: str, keep: int = KEEP_BUILDS) -> None:
 def _compile(compiler: str, real: str) -> Path:
     """Build native_step.c for ``real`` ("float" or "double") unless a build is cached; its path."""
     source = SOURCE.read_bytes()
-    error = ""
+    builds = []
     for flags in _FLAG_SETS:
         command = [compiler, *flags, "-fPIC", "-shared", f"-DREAL={real}"]
         key = hashlib.sha256(b"\0".join([source, " ".join(command).encode(), platform.machine().encode(),
                                          _cpu_signature().encode()])).hexdigest()[:16]
-        target = private_cache_dir() / f"nram_step_{real}_{key}.so"
+        builds.append((command, private_cache_dir() / f"nram_step_{real}_{key}.so"))
+    for _, target in builds:  # a compiler that refuses the first flags built from later ones: no retry
         if _trusted(target):
             return target
+    error = ""
+    for command, target in builds:
         if target.exists() and target.with_suffix(".sha256").exists():  # no record: an older nram's build
             warnings.warn(f"the cached build {target} is damaged or was not built by nram for this user; "
                           f"rebuilding it", RuntimeWarning, stacklevel=3)

@@ -13,7 +13,8 @@ Its first compilation takes a minute or two and is cached for the later rounds.
 
     python scripts/bench_peer.py --peer-dir PEER/nram --peer-python THEANO_ENV/bin/python --json peer.json
 
-Records: {"round", "who": "nram"|"peer", "threads", "mode": "train"|"infer", "batch", "examples_per_s"}.
+Records: {"round", "who": "nram"|"peer", "threads", "mode": "train"|"infer", "batch", "examples_per_s"}, the
+peer's with "float" (the precision of its memories; its weights are float32 after its first update).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench_machine import measure
+from bench_machine import REGISTERS, measure
 
 MEMORY, TIMESTEPS, TRAIN_BATCH, INFER_BATCH = 10, 3, 32, 4096
 PEER_SCRIPT = Path(__file__).with_name("peer_theano.py")
@@ -37,7 +38,7 @@ def peer_round(python: str, peer_dir: str, threads: int) -> dict:
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     env.setdefault("THEANO_FLAGS", "blas.ldflags=-lopenblas")
     completed = subprocess.run([python, str(PEER_SCRIPT), "--peer-dir", peer_dir, "--memory", str(MEMORY),
-                                "--timesteps", str(TIMESTEPS), "--batch", str(TRAIN_BATCH),
+                                "--registers", str(REGISTERS), "--timesteps", str(TIMESTEPS), "--batch", str(TRAIN_BATCH),
                                 "--infer-batch", str(INFER_BATCH)], capture_output=True, text=True, env=env)
     if completed.returncode != 0:
         raise RuntimeError(f"the peer failed:\n{completed.stderr[-3000:]}")
@@ -56,9 +57,9 @@ def main() -> None:
         for threads in (1, 2):
             peer = peer_round(args.peer_python, args.peer_dir, threads)
             records += [{"round": round_, "who": "peer", "threads": threads, "mode": "train", "batch": TRAIN_BATCH,
-                         "examples_per_s": peer["train_examples_per_s"]},
+                         "examples_per_s": peer["train_examples_per_s"], "float": peer["float"]},
                         {"round": round_, "who": "peer", "threads": threads, "mode": "infer", "batch": INFER_BATCH,
-                         "examples_per_s": peer["infer_examples_per_s"]}]
+                         "examples_per_s": peer["infer_examples_per_s"], "float": peer["float"]}]
             for mode, batch in (("train", TRAIN_BATCH), ("infer", INFER_BATCH)):
                 ours = measure(mode, MEMORY, TIMESTEPS, batch, "cpu", threads, backend="fused")
                 records.append({"round": round_, "who": "nram", "threads": threads, "mode": mode, "batch": batch,
@@ -69,7 +70,8 @@ def main() -> None:
         return statistics.median(r["examples_per_s"] for r in records
                                  if (r["who"], r["mode"], r["threads"]) == (who, mode, threads))
 
-    print(f"M = {MEMORY}, T = {TIMESTEPS}, R = 2; medians of {args.rounds} alternating rounds, examples/s")
+    print(f"M = {MEMORY}, T = {TIMESTEPS}, R = {REGISTERS}; medians of {args.rounds} alternating rounds, examples/s; "
+          f"the peer's memories in {records[0]['float']}, nram's in float32")
     print(f"{'mode':>6} {'batch':>6} {'threads':>8} {'peer':>10} {'nram':>10} {'ratio':>7}")
     for mode, batch in (("train", TRAIN_BATCH), ("infer", INFER_BATCH)):
         for threads in (1, 2):

@@ -5,8 +5,9 @@ the peer's modules from ``--peer-dir`` unmodified and prints one JSON object. Tr
 peer's own step: its compiled cost-and-gradients function, then the gradient clipping, noise
 and Adam update of its ``opt.adam_optimize``, fed batches already one-hot encoded in numpy (its
 batch encoder builds a Theano graph per batch and is not part of the step). Inference is its
-compiled forward (the memory after T steps). Its eight gates: READ, ZERO, ONE, TWO, ADD,
-NEGATE, EQ-ZERO, WRITE.
+compiled forward (the memory after T steps: it does not mix the steps by the stop probabilities
+as nram's output does, which favours the peer slightly). Its eight gates: READ, ZERO, ONE, TWO,
+ADD, NEGATE, EQ-ZERO, WRITE. Its memories are float64; its weights float32 after its first update.
 
     python scripts/peer_theano.py --peer-dir PEER/nram --memory 10 --registers 2 --timesteps 3
 """

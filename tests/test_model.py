@@ -184,6 +184,8 @@ def test_stopping_at_horizons_gives_the_stop_distribution_of_the_shorter_runs():
     for b, h in enumerate(horizons.tolist()):
         torch.testing.assert_close(stopped[:h, b], stop_distribution(logits[:h, b:b + 1])[:, 0], rtol=0, atol=1e-12)
         assert torch.all(stopped[h:, b] == 0)
+    probs = stop_distribution(logits)
+    assert torch.equal(stop_at_horizons(probs, torch.full((5,), 6)), probs)  # stopping at T changes nothing
 
 
 @pytest.mark.parametrize("horizons", [[0, 3], [3, 7], [3]])

@@ -83,8 +83,9 @@ def test_native_step_equals_the_pytorch_step_in_float64(gates, size, batch, monk
         assert torch.allclose(got, want, rtol=0, atol=1e-12)
 
 
-def test_native_step_equals_the_pytorch_step_in_float32(monkeypatch):
-    native_result, pytorch_result = both_backends(monkeypatch, CircuitLayout(4), 12, 100, torch.float32)
+@pytest.mark.parametrize("size,batch", [(12, 100), (10, 96)])  # 10: a last, shorter block of values; 96: a
+def test_native_step_equals_the_pytorch_step_in_float32(size, batch, monkeypatch):  # last tile of whole vectors
+    native_result, pytorch_result = both_backends(monkeypatch, CircuitLayout(4), size, batch, torch.float32)
     for got, want in zip(native_result, pytorch_result):
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
 
@@ -239,6 +240,28 @@ def test_a_compiler_that_hangs_is_given_up_on(monkeypatch, tmp_path):
             assert native.library("double") is None
     finally:
         native.library.cache_clear()
+
+
+def test_a_compiler_that_refuses_the_first_flags_builds_from_the_next_once(monkeypatch, tmp_path):
+    """Built from a later flag set, the cached build is found without trying the first set again."""
+    compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
+        pytest.skip("no C compiler on PATH")
+    calls = tmp_path / "calls"
+    picky = tmp_path / "picky-cc"
+    picky.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n'
+                     f'case "$*" in *-mprefer-vector-width=512*) exit 1;; esac\nexec {compiler} "$@"\n')
+    picky.chmod(0o755)
+    monkeypatch.setenv("CC", str(picky))
+    monkeypatch.setenv("NRAM_CACHE_DIR", str(tmp_path / "cache"))
+    try:
+        for _ in range(2):
+            native.library.cache_clear()
+            assert native.library("double") is not None
+    finally:
+        native.library.cache_clear()
+    tried = calls.read_text().splitlines()
+    assert len(tried) == 2 and "-mprefer-vector-width=512" in tried[0] and "-mprefer" not in tried[1]
 
 
 def test_memory_on_another_device_than_the_model_is_an_error_not_a_crash():

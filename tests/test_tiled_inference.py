@@ -71,8 +71,9 @@ def test_mlp_rollout_in_c_with_other_depths_and_widths(layers, hidden, monkeypat
 
 
 @pytest.mark.parametrize("controller", ["mlp", "lstm"])
-def test_tiled_inference_in_float32_and_one_step(controller, monkeypatch):
-    model, cells = model_and_cells(None, controller, 9, 70, torch.float32)
+@pytest.mark.parametrize("size,batch", [(9, 70), (10, 96)])  # in float32 the sums run in blocks of values
+def test_tiled_inference_in_float32_and_one_step(controller, size, batch, monkeypatch):
+    model, cells = model_and_cells(None, controller, size, batch, torch.float32)
     for steps in (1, 3):
         expected = reference_output(model, cells, steps, monkeypatch)
         torch.testing.assert_close(tiled_output(model, cells, steps, monkeypatch, c_path(controller)), expected,

@@ -146,9 +146,12 @@ def describe(config: TrainConfig) -> str:
         budget += f" in attempts of {config.restart_every}"
     if config.stop_when_solved:
         budget += f", stopping at the first check that finds it {passing} (every {config.eval_every} steps)"
-    return (f"{members}{config.task} (lengths {config.min_length}..{config.max_length}, M up to "
-            f"{config.memory_size_for(config.max_length)}, T up to {config.timesteps_for(config.max_length)}) "
-            f"for {budget} on {config.device}")
+    longest = config.max_length
+    steps = f"T up to {config.timesteps_for(longest)}"
+    if config.timesteps_jitter:
+        steps += f", training rollouts up to {config.training_timesteps_for(longest)}"
+    return (f"{members}{config.task} (lengths {config.min_length}..{longest}, M up to "
+            f"{config.memory_size_for(longest)}, {steps}) for {budget} on {config.device}")
 
 
 def run_summary(trainer: Trainer, soft: list[dict], discrete: list[dict], seconds: float) -> dict:
