@@ -107,6 +107,12 @@ static void rescale_backward(long M, long B, int n, const REAL *y, REAL *g) {
 
 /* ----------------------------------------------------------------------------- forward -- */
 
+/* Which pass of a slot's sum adds source j (see mix_slot): 0 the registers, 1 the constant
+   gates' one-hot outputs, 2 the other gates' outputs. */
+static inline int mixing_pass(const Circuit *c, long j) {
+    return j < c->R ? 0 : is_constant(c->gate[j - c->R]) ? 1 : 2;
+}
+
 /* Values v0 .. v0 + values - 1 of slot s's input (see mix_slot), for a tile of `wides` whole
    Wide vectors per row, summed in registers. */
 static inline __attribute__((always_inline)) void mix_values(const Circuit *c, int wides, long b0,
@@ -119,10 +125,9 @@ static inline __attribute__((always_inline)) void mix_values(const Circuit *c, i
         for (int l = 0; l < wides; ++l) sum[i][l] = (Wide){0};
     for (int pass = 0; pass < 3; ++pass)
         for (long j = 0; j < seen; ++j) {
-            int one_hot = j >= R && is_constant(c->gate[j - R]);
-            if (pass != (j < R ? 0 : one_hot ? 1 : 2)) continue;
+            if (mixing_pass(c, j) != pass) continue;
             const REAL *w = weight_row(c, weights, j, s, b0);
-            if (one_hot) {  /* i runs over the block (not computed) so that sum stays in registers */
+            if (pass == 1) {  /* i runs over the block (not computed) so that sum stays in registers */
                 long value = constant_value(c->gate[j - R], c->M);
                 for (int i = 0; i < values; ++i)
                     if (v0 + i == value)
@@ -156,12 +161,11 @@ static void mix_slot(const Circuit *c, int n, long b0, const REAL *weights, REAL
             for (int i = 0; i < values; ++i) lanes_zero(n, value_row(c, mixed, s, v0 + i, b0));
             for (int pass = 0; pass < 3; ++pass)
                 for (long j = 0; j < seen; ++j) {
-                    int one_hot = j >= R && is_constant(c->gate[j - R]);
-                    if (pass != (j < R ? 0 : one_hot ? 1 : 2)) continue;
+                    if (mixing_pass(c, j) != pass) continue;
                     const REAL *w = weight_row(c, weights, j, s, b0);
                     for (int i = 0; i < values; ++i) {
                         REAL *y = value_row(c, mixed, s, v0 + i, b0);
-                        if (!one_hot) lanes_fma(n, y, w, value_row(c, sources, j, v0 + i, b0));
+                        if (pass != 1) lanes_fma(n, y, w, value_row(c, sources, j, v0 + i, b0));
                         else if (v0 + i == constant_value(c->gate[j - R], M)) lanes_add(n, y, w);
                     }
                 }
